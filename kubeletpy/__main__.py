@@ -1,0 +1,5 @@
+import sys
+
+from kubeletpy.cli import main
+
+sys.exit(main())
