@@ -1,0 +1,127 @@
+"""Fixtures: a real `kubeletpy control-plane` subprocess on 127.0.0.1 with a tmp data dir,
+an HTTPS client that verifies the server against the generated CA, and a kubectl runner
+that always passes --kubeconfig and a private --cache-dir."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+KUBECTL = "/usr/bin/kubectl"
+VERSIONED = "/usr/lib/google-cloud-sdk/bin/kubectl.1.{}"
+
+
+class ControlPlane:
+    """One API server process; `restart()` keeps the data dir."""
+
+    def __init__(self, root: Path, compaction: float = 300.0) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.kubeconfig = root / "admin.kubeconfig"
+        self.log = root / "server.log"
+        self.compaction = compaction
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.token = ""
+        self.ca = root / "ca.crt"
+
+    def start(self) -> None:
+        self.log.write_text("")
+        logf = open(self.log, "a")  # noqa: SIM115 -- owned by the child for its lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeletpy", "control-plane", "--listen", "127.0.0.1:0",
+             "--data-dir", str(self.data), "--kubeconfig", str(self.kubeconfig),
+             "--compaction-interval", str(self.compaction)],
+            stdout=logf, stderr=logf, cwd=str(self.root))
+        logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = re.search(r"serving on (https://\S+)", self.log.read_text())
+            if m:
+                self.url = m.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError("control plane exited:\n" + self.log.read_text())
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("control plane did not start:\n" + self.log.read_text())
+        cfg = yaml.safe_load(self.kubeconfig.read_text())
+        self.token = cfg["users"][0]["user"]["token"]
+        import base64
+
+        self.ca.write_bytes(base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def session(self, token: str | None = "admin") -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would override `verify`
+        s.verify = str(self.ca)
+        if token == "admin":
+            token = self.token
+        if token:
+            s.headers["Authorization"] = f"Bearer {token}"
+        return s
+
+    def kubectl(self, *args: str, version: int | None = None, input: str | None = None,
+                timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+        exe = VERSIONED.format(version) if version else KUBECTL
+        cache = self.root / f"kcache-{version or 'd'}"
+        r = subprocess.run([exe, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(cache), *args],
+                           capture_output=True, text=True, input=input, timeout=timeout, cwd=str(self.root))
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r
+
+
+@pytest.fixture(scope="session")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    c = ControlPlane(tmp_path_factory.mktemp("cp"))
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cp: ControlPlane) -> requests.Session:
+    return cp.session()
+
+
+@pytest.fixture
+def ns(api: requests.Session, cp: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, so tests do not see each other's objects."""
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + f"-{os.getpid() % 1000}"
+    r = api.post(f"{cp.url}/api/v1/namespaces", json={"metadata": {"name": name}})
+    assert r.status_code == 201, r.text
+    yield name
+    api.delete(f"{cp.url}/api/v1/namespaces/{name}")
+
+
+def pod(name: str, image: str = "busybox:1.36", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": name, "labels": {"app": name}},
+                            "spec": {"containers": [{"name": "main", "image": image}]}}
+    body["spec"].update(extra)
+    return body
