@@ -28,6 +28,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cni.spec import CNIError
 from cri.api import api_pb2, api_pb2_grpc
 from cri.images import ImageStore
 from cri.runtime import Runtime
@@ -143,6 +144,28 @@ class Daemon:
         self.health: health.HealthServicer | None = None
         self._stopped = threading.Event()
 
+    @staticmethod
+    def _repair_network(network: PodNetwork, rt: Runtime) -> None:
+        """Release IP leases, veths and NAT rules of attachments no sandbox record refers to.
+
+        After a reboot or a crash between CNI ADD and the sandbox record, nothing would
+        ever DEL those attachments (the most reported CNI leak). Only this runtime's own
+        network (the conflist it loads) is touched, and every sandbox it still has a
+        record of is kept, ready or not: a NOTREADY pod's lease is released by the
+        kubelet's StopPodSandbox, as with containerd.
+        """
+        net, _ = network.config()
+        if net is None:
+            return
+        known = [s.id for s in rt.list_pod_sandboxes()]
+        try:
+            released = network.invoker.repair(net, known)
+        except CNIError as e:
+            log.warning("cni repair of network %s failed: %s", net.name, e)
+            return
+        for cid, ifname in released:
+            log.info("cni repair: released %s/%s of network %s (no such sandbox)", cid[:12], ifname, net.name)
+
     def start(self) -> None:
         self.claim.acquire()
         try:
@@ -159,9 +182,7 @@ class Daemon:
         self.runtime = rt = Runtime(c.root, c.run_root, c.log_root, cgroup_parent=c.cgroup_parent,
                                     image_store=images, network_setup=network.setup,
                                     network_teardown=network.teardown)
-        # No CNI repair/GC at start-up: the cache dir and IPAM dataDir may be shared with other
-        # runtimes on this host, whose attachments we must not touch. A pod whose infra died while
-        # we were down is NOTREADY; the kubelet's StopPodSandbox then runs its CNI DEL, as with containerd.
+        self._repair_network(network, rt)
         self.stream = StreamServer(rt, c.stream_address)
         self.stream.start()
         self.server = grpc.server(

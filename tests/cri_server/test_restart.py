@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +96,31 @@ def test_pod_that_died_while_the_daemon_was_down(daemon: Daemon, env: Env) -> No
     assert ip not in env.leases()
     cri.remove_pod(sid)
     assert sid not in [p.id for p in cri.list_pods()]
+
+
+def test_startup_repair_releases_attachments_of_unknown_sandboxes(daemon: Daemon, env: Env) -> None:
+    """An attachment no sandbox record refers to (crash between CNI ADD and the record,
+    or a wiped state dir) is DEL'ed when the daemon starts: lease, veth and cache entry."""
+    from cni.invoker import Invoker, load_conf_dir
+
+    d = env.dirs()
+    daemon.stop()
+    ghost = secrets.token_hex(32)
+    ns = f"kptrep-{ghost[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        inv = Invoker(bin_dirs=["/opt/cni/bin", "/usr/lib/cni"], cache_dir=d["cache"])
+        res = inv.add(load_conf_dir(d["conf"]), ghost, f"/run/netns/{ns}", "eth0")
+        ghost_ip = res["ips"][0]["address"].split("/")[0]
+        assert ghost_ip in env.leases()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)  # as a reboot would
+    host_veths_before = subprocess.run(["ip", "-o", "link", "show", "master", env.bridge],
+                                       capture_output=True, text=True).stdout
+    cri = daemon.start()
+    assert ghost_ip not in env.leases()
+    assert not list(Path(d["cache"]).glob(f"*{ghost}*"))
+    host_veths_after = subprocess.run(["ip", "-o", "link", "show", "master", env.bridge],
+                                      capture_output=True, text=True).stdout
+    assert host_veths_after.count("\n") <= host_veths_before.count("\n")
+    cri.version()
