@@ -18,13 +18,14 @@ import ssl
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from kubeletpy.paths import ETC_ROOT, STATE_ROOT
 
 from . import kubeconfig, pki
-from .auth import ADMIN, ADMIN_USER, TokenStore, ensure_join_token
+from .auth import ADMIN, ADMIN_USER, TokenStore, ensure_join_token, ensure_kubelet_client_token
 from .registry import Registry
 from .server import APIServer
 from .storage import Storage, open_datastore
@@ -43,6 +44,8 @@ class Config:
     datastore: str = ""                 # default: sqlite:///<data_dir>/state.db
     compaction_interval: float = 300.0  # seconds of watch history kept (at least)
     extra_sans: list[str] = field(default_factory=list)
+    # kubeletpy.controllers.Options: run the scheduler and controllers in this process (None: don't)
+    controllers: Any = None
 
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -62,6 +65,7 @@ class ControlPlane:
         self.runner: web.AppRunner | None = None
         self.url = ""
         self._tasks: list[asyncio.Task] = []
+        self._controllers: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -80,9 +84,10 @@ class ControlPlane:
         ca = pki.ca_pem(pki_dir)
         tokens = TokenStore(data / "tokens.json")
         ensure_join_token(tokens, data)
+        agent_token = ensure_kubelet_client_token(tokens, data)
         self.registry = Registry(self.storage)
         await self.registry.bootstrap()
-        server = APIServer(self.registry, tokens, ca)
+        server = APIServer(self.registry, tokens, ca, agent_token=agent_token)
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2
         tls.load_cert_chain(str(crt), str(key))
@@ -103,6 +108,12 @@ class ControlPlane:
         self.url = f"https://{advertise}:{bound_port}"
         self._write_admin_kubeconfig(tokens, ca)
         self._tasks.append(asyncio.create_task(self._compactor()))
+        if cfg.controllers is not None:
+            # They talk to this server over HTTPS with the admin kubeconfig, like
+            # kube-scheduler and kube-controller-manager; leader election keeps one active.
+            from kubeletpy.controllers import run_in_control_plane
+
+            self._controllers = asyncio.create_task(run_in_control_plane(cfg.kubeconfig, cfg.controllers))
         print(f"kubeletpy control-plane: serving on {self.url} (data dir {data}, kubeconfig {cfg.kubeconfig})",
               file=sys.stderr, flush=True)
 
@@ -137,6 +148,10 @@ class ControlPlane:
             previous = current
 
     async def stop(self) -> None:
+        if self._controllers is not None:
+            # Before the listener goes: they release their leader Leases over HTTPS.
+            self._controllers.cancel()
+            await asyncio.gather(self._controllers, return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         if self.storage is not None:

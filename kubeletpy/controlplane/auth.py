@@ -16,6 +16,7 @@ plaintext (the admin kubeconfig, the join-token file, the node's kubeconfig).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 ADMIN_USER = "kubernetes-admin"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 JOIN_USER = "system:bootstrap:node-join"
 NODE_PREFIX = "system:node:"
 
@@ -53,6 +55,7 @@ class User:
 
 
 ADMIN = User(ADMIN_USER, ("system:masters", "system:authenticated"))
+KUBELET_CLIENT = User(KUBELET_CLIENT_USER, ("system:masters", "system:authenticated"))
 JOIN = User(JOIN_USER, ("system:bootstrappers", "system:authenticated"))
 
 
@@ -103,6 +106,24 @@ def ensure_join_token(store: TokenStore, data_dir: Path) -> None:
         return
     store.revoke_user(JOIN_USER)
     atomic_write_bytes(path, (store.mint(JOIN) + "\n").encode(), mode=0o600)
+
+
+def ensure_kubelet_client_token(store: TokenStore, data_dir: Path) -> str:
+    """The API server's own credential for calling node agents (logs, exec, attach, port-forward):
+    user `kube-apiserver-kubelet-client` in `system:masters`, as kubeadm makes the real API
+    server's kubelet client certificate. Kept in `<data-dir>/kubelet-client-token` (0600) and
+    reused across restarts while it is still valid; an agent accepts it because this server
+    lets it list Secrets in kube-system, or because it is in the agent's authorized-tokens file."""
+    path = data_dir / "kubelet-client-token"
+    with contextlib.suppress(OSError):
+        token = path.read_text().strip()
+        user = store.authenticate(token) if token else None
+        if user is not None and user.name == KUBELET_CLIENT_USER:
+            return token
+    store.revoke_user(KUBELET_CLIENT_USER)
+    token = store.mint(KUBELET_CLIENT)
+    atomic_write_bytes(path, (token + "\n").encode(), mode=0o600)
+    return token
 
 
 # -- authorization

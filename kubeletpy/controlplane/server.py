@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import auth, kinds
+from . import auth, kinds, protobuf
 from . import validation as v
 from .auth import TokenStore, User
 from .errors import (
@@ -37,6 +37,7 @@ from .errors import (
     method_not_allowed,
     unauthorized,
 )
+from .nodeproxy import NodeProxy
 from .registry import PATCH_APPLY, PATCH_TYPES, Context, Registry
 from .selectors import parse_field_selector, parse_label_selector
 from .strategy import Strategy
@@ -50,6 +51,7 @@ VERSION = {"major": "1", "minor": KUBE_MINOR, "gitVersion": f"v1.{KUBE_MINOR}.0"
            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "python3", "compiler": "cpython",
            "platform": "linux/amd64"}
 JSON = "application/json"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 AGG_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGG_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
 NOT_FOUND_MSG = "the server could not find the requested resource"
@@ -57,6 +59,9 @@ HEALTH = ("/healthz", "/livez", "/readyz")
 OPENAPI_V2_MSG = ("this server publishes OpenAPI v3 only (kubectl 1.29+ validates with it); with kubectl 1.27/1.28 "
                   "use --validate=false")
 BOOKMARK_INTERVAL = 60.0
+POD_PROXY_SUBRESOURCES = {"log": ("Pod", ["get"]), "exec": ("PodExecOptions", ["create", "get"]),
+                          "attach": ("PodAttachOptions", ["create", "get"]),
+                          "portforward": ("PodPortForwardOptions", ["create", "get"])}
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -94,6 +99,21 @@ def _accept(request: web.Request) -> str:
     return "json"
 
 
+def _decode_protobuf(raw: bytes) -> dict[str, Any]:
+    """kubectl's generator commands (create namespace/configmap/secret) send protobuf bodies."""
+    try:
+        return protobuf.decode_object(raw)
+    except protobuf.UnsupportedKind as e:
+        kinds_ = ", ".join(k for _, k in sorted(protobuf.KINDS))
+        raise APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                                                    f"{PROTOBUF} bodies are accepted for {kinds_} only, not "
+                                                    f"{e.api_version}/{e.kind}; send application/json") from None
+    except protobuf.NotEnvelope as e:
+        raise APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - {e}") from None
+    except protobuf.DecodeError as e:
+        raise bad_request(f"couldn't decode the protobuf request body: {e}") from None
+
+
 class _DuplicateField(ValueError):
     pass
 
@@ -117,10 +137,11 @@ def _partial(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class APIServer:
-    def __init__(self, registry: Registry, tokens: TokenStore, ca_pem: bytes) -> None:
+    def __init__(self, registry: Registry, tokens: TokenStore, ca_pem: bytes, agent_token: str = "") -> None:
         self.registry = registry
         self.tokens = tokens
         self.ca_pem = ca_pem
+        self.node_proxy = NodeProxy(registry, agent_token, ca_pem)
         self._build_discovery()
         self._build_openapi()
 
@@ -192,9 +213,11 @@ class APIServer:
         ctype = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         raw = await request.read()
         if "protobuf" in ctype:
-            raise APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                                        f"accepted media types include: application/json, "
-                                                        f"application/yaml ({ctype} is not supported)")
+            if patch or ctype != PROTOBUF:
+                raise APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                                                            f"accepted media types include: application/json, "
+                                                            f"application/yaml ({ctype} is not supported)")
+            return _decode_protobuf(raw), ctype
         if patch and ctype not in PATCH_TYPES:
             raise APIError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
                                                         f"accepted media types include: {', '.join(PATCH_TYPES)}")
@@ -281,12 +304,29 @@ class APIServer:
         s = self.registry.lookup(group, version, resource)
         if s is None or (ns and not s.namespaced):
             raise APIError(404, "NotFound", NOT_FOUND_MSG)
+        if s is kinds.POD and ns and name and sub in POD_PROXY_SUBRESOURCES and not watch_prefix:
+            return await self._pod_proxy(request, user, ns, name, sub)
         if sub and sub not in s.subresources:
-            if s is kinds.POD and sub in ("log", "exec", "attach", "portforward", "proxy"):
-                raise APIError(404, "NotFound", f"pods/{sub} is served by the node agent proxy, which this API "
-                                                f"server does not provide yet")
+            if s is kinds.POD and sub == "proxy":
+                raise APIError(404, "NotFound", "pods/proxy is not served by this API server")
             raise APIError(404, "NotFound", NOT_FOUND_MSG)
         return await self._resource(request, user, s, ns, name, sub, watch_prefix)
+
+    async def _pod_proxy(self, request: web.Request, user: User, ns: str, name: str,
+                         sub: str) -> web.StreamResponse:
+        """pods/log, exec, attach, portforward: authorized here, served by the pod's node agent."""
+        if sub == "log":
+            if request.method != "GET":
+                raise method_not_allowed(f"method {request.method} is not supported on pods/log")
+            verb = "get"
+        else:
+            if request.method not in ("GET", "POST"):
+                raise method_not_allowed(f"method {request.method} is not supported on pods/{sub}")
+            verb = "create"
+        await auth.authorize(user, auth.Attributes(verb, "", "pods", sub, ns, name), self.registry)
+        if sub == "log":
+            return await self.node_proxy.logs(request, ns, name)
+        return await self.node_proxy.stream(request, ns, name, sub)
 
     async def _resource(self, request: web.Request, user: User, s: Strategy, ns: str, name: str, sub: str,
                         watch_prefix: bool) -> web.StreamResponse:
@@ -566,6 +606,12 @@ class APIServer:
                                       "kind": kind, "verbs": verbs})
                     subs.append({"subresource": sub, "responseKind": {"group": group, "version": version,
                                                                       "kind": kind}, "verbs": verbs})
+                if s is kinds.POD:
+                    for sub, (kind, verbs) in sorted(POD_PROXY_SUBRESOURCES.items()):
+                        resources.append({"name": f"{s.resource}/{sub}", "singularName": "", "namespaced": True,
+                                          "kind": kind, "verbs": verbs})
+                        subs.append({"subresource": sub, "responseKind": {"group": group, "version": version,
+                                                                          "kind": kind}, "verbs": verbs})
                 if subs:
                     a["subresources"] = subs
                 agg_resources.append(a)

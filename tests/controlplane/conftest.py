@@ -4,6 +4,7 @@ that always passes --kubeconfig and a private --cache-dir."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -19,6 +20,15 @@ import yaml
 
 KUBECTL = "/usr/bin/kubectl"
 VERSIONED = "/usr/lib/google-cloud-sdk/bin/kubectl.1.{}"
+
+
+@functools.cache
+def _api_server_only() -> list[str]:
+    """These tests exercise the API server alone: no scheduler or controllers changing the objects
+    under test, when this `control-plane` runs them by default (`--no-controllers`)."""
+    out = subprocess.run([sys.executable, "-m", "kubeletpy", "control-plane", "--help"], capture_output=True,
+                         text=True, timeout=60).stdout
+    return ["--no-controllers"] if "--no-controllers" in out else []
 
 
 class ControlPlane:
@@ -41,7 +51,7 @@ class ControlPlane:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubeletpy", "control-plane", "--listen", "127.0.0.1:0",
              "--data-dir", str(self.data), "--kubeconfig", str(self.kubeconfig),
-             "--compaction-interval", str(self.compaction)],
+             "--compaction-interval", str(self.compaction), *_api_server_only()],
             stdout=logf, stderr=logf, cwd=str(self.root))
         logf.close()
         deadline = time.monotonic() + 30

@@ -163,7 +163,7 @@ class Storage(abc.ABC):
 
 
 def open_datastore(url: str) -> Storage:
-    """Open a datastore from a URL: `sqlite:///abs/path.db[?sync=full|normal]`.
+    """Open a datastore from a URL: `sqlite:///abs/path.db[?sync=full|normal]` or `etcd://h1:2379,h2:2379`.
 
     `sync=full` (the default) fsyncs every group commit, so an acknowledged write survives
     power loss and resourceVersions never go backwards; `sync=normal` skips the fsync (still
@@ -181,4 +181,8 @@ def open_datastore(url: str) -> Storage:
         if sync not in ("full", "normal"):
             raise ValueError(f"datastore URL {url!r}: sync must be full or normal")
         return SQLiteStorage(path, sync=sync)
-    raise ValueError(f"unsupported datastore URL {url!r} (supported: sqlite:///path)")
+    if url.startswith("etcd://"):
+        from ..storage_etcd import EtcdStorage
+
+        return EtcdStorage.from_url(url)
+    raise ValueError(f"unsupported datastore URL {url!r} (supported: sqlite:///path, etcd://host:port[,host:port...])")
