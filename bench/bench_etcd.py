@@ -1,8 +1,7 @@
 """API server on etcd: create 5,000 pods with 8 concurrent clients on a 3-member etcd cluster.
 
 Starts a real 3-member etcd cluster (Debian's /usr/bin/etcd, 127.0.0.1, tmp data dirs,
-fsync on) and the API server with `--datastore etcd://m1,m2,m3` (through
-tests/etcd/serve.py until `kubeletpy control-plane --datastore` accepts etcd:// itself),
+fsync on) and `kubeletpy control-plane --datastore etcd://m1,m2,m3`,
 then creates N pods (default 5,000) from C keep-alive HTTPS clients (default 8) and
 reports creates/s and p50/p99 latency; then a list of all of them; then kills one etcd
 member and creates N/10 more to show the cost of failover.
@@ -35,7 +34,7 @@ def start_api(root: Path, datastore: str) -> tuple[subprocess.Popen, Path]:
     log = root / "server.log"
     kubeconfig = root / "admin.kubeconfig"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "etcd" / "serve.py"), "--listen",
+        proc = subprocess.Popen([sys.executable, "-m", "kubeletpy", "control-plane", "--no-controllers", "--listen",
                                  "127.0.0.1:0", "--data-dir", str(root / "data"), "--kubeconfig", str(kubeconfig),
                                  "--datastore", datastore], stdout=f, stderr=f, cwd=str(REPO))
     deadline = time.monotonic() + 30

@@ -4,7 +4,6 @@ one member killed while serving, and the scheduler binding through it."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,13 +13,11 @@ from scheduler.cluster import ControlPlane, Loop, free_ns, wait_for
 
 from .etcdcluster import EtcdCluster
 
-SERVE = Path(__file__).with_name("serve.py")
-
 
 def etcd_control_plane(root: Path, datastore: str) -> ControlPlane:
-    """A ControlPlane (tests/scheduler/cluster.py) started by the etcd launcher instead of the CLI."""
+    """A ControlPlane (tests/scheduler/cluster.py): `kubeletpy control-plane --datastore etcd://...`."""
     root.mkdir()
-    return ControlPlane(root, ["--datastore", datastore], command=[sys.executable, str(SERVE)]).start()
+    return ControlPlane(root, ["--datastore", datastore]).start()
 
 
 @pytest.fixture

@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[2]
 class ControlPlane:
     def __init__(self, root: Path, extra_args: list[str] | None = None, command: list[str] | None = None,
                  listen: str = "127.0.0.1:0") -> None:
-        """`command` replaces `python -m kubeletpy control-plane` (the etcd tests use a launcher)."""
+        """A bare API server (`--no-controllers`): the tests run the scheduler/controllers themselves."""
         self.root = root
         self.listen = listen
-        self.command = command or [sys.executable, "-m", "kubeletpy", "control-plane"]
+        self.command = command or [sys.executable, "-m", "kubeletpy", "control-plane", "--no-controllers"]
         self.kubeconfig = root / "admin.kubeconfig"
         self.log = root / "server.log"
         self.extra_args = extra_args or []
