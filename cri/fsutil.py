@@ -1,7 +1,7 @@
 """Small file-system helpers shared by every layer that keeps state on disk.
 
 State that must survive a crash is written atomically (temp file in the same
-directory, fsync, rename), so a reader sees either the old or the new content,
+directory, fsync, rename, fsync of the directory), so a reader sees either the old or the new content,
 never a torn write. Cross-process exclusion uses flock on a lock file, which the
 kernel releases when the holder dies.
 """
@@ -29,6 +29,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+        # The rename is durable only once the directory entry is: without this a new
+        # file's name can vanish on power loss even though its content was fsynced.
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
