@@ -36,6 +36,7 @@ from cri.runtime.shimclient import (
     ShimLauncher,
     call,
     call_recv_fds,
+    send,
     start_exec,
 )
 from cri.runtime.state import from_dict, to_dict
@@ -155,6 +156,8 @@ class Runtime:
         self._lock = threading.RLock()
         self._starting: set[str] = set()
         self._sb_locks: dict[str, threading.RLock] = {}
+        self._pod_configs: dict[tuple[str, int], PodSandboxConfig] = {}
+        self._users: dict[tuple[str, str], tuple[int, int, list[int], str]] = {}
         self._bounding = S.own_bounding_set()
         self._last_cap = S.last_cap()
         self.shims = ShimLauncher(str(self.run_root / "shims" / "shim.log"), prewarm=prewarm_shim)
@@ -244,6 +247,20 @@ class Runtime:
             return sorted(n for n in os.listdir(self.root / kind) if len(n) == _ID_LEN)
         except FileNotFoundError:
             return []
+
+    def _pod_config(self, sb: dict) -> PodSandboxConfig:
+        """The sandbox's config as a dataclass (read-only use). A sandbox's config never changes
+        after creation, so the conversion (~70 µs, on every container create) is kept per
+        (id, created_at); remove_pod_sandbox drops it."""
+        key = (sb["id"], sb["created_at"])
+        cfg = self._pod_configs.get(key)
+        if cfg is None:
+            cfg = from_dict(PodSandboxConfig, sb["config"])
+            with self._lock:
+                if len(self._pod_configs) >= 1024:
+                    self._pod_configs.clear()
+                self._pod_configs[key] = cfg
+        return cfg
 
     def _sb_lock(self, sandbox_id: str) -> threading.RLock:
         """Per-pod lock: create/remove/stop within one pod are ordered; other pods never wait."""
@@ -498,6 +515,7 @@ class Runtime:
             self._release_name("sandboxes", rec["name_key"], sid)
             with self._lock:
                 self._sb_locks.pop(sid, None)
+                self._pod_configs.pop((sid, rec["created_at"]), None)
             if errors:
                 raise Internal("; ".join(errors))
 
@@ -545,7 +563,7 @@ class Runtime:
             sid = sb["id"]
             if sb["state"] != "ready" or not _alive(sb["infra_pid"], sb.get("infra_start_time", 0)):
                 raise FailedPrecondition(f"pod sandbox {sid} is not ready")
-            pod = from_dict(PodSandboxConfig, sb["config"])
+            pod = self._pod_config(sb)
             name_key = f"{config.metadata.name}_{pod.metadata.name}_{pod.metadata.namespace}_" \
                        f"{pod.metadata.uid}_{config.metadata.attempt}"
             existing = self._name_owner("containers", name_key)
@@ -611,8 +629,8 @@ class Runtime:
         undo.append(lambda: self.snapshots.remove(cid))
         run_as_user = lsc.run_as_user.value if lsc.run_as_user is not None else None
         run_as_group = lsc.run_as_group.value if lsc.run_as_group is not None else None
-        uid, gid, groups, home = S.resolve_user(
-            rootfs, image_cfg.get("User", ""), run_as_user, lsc.run_as_username, run_as_group,
+        uid, gid, groups, home = self._resolve_user(
+            img.id, rootfs, image_cfg.get("User", ""), run_as_user, lsc.run_as_username, run_as_group,
             list(psc.supplemental_groups) + list(lsc.supplemental_groups))
         if not any(e.startswith("HOME=") for e in env):
             env.append(f"HOME={home}")
@@ -631,13 +649,6 @@ class Runtime:
                                           else S.READONLY_PATHS)
         cg_path = f"{sb['pod_cgroup']}/{cid}"
         mgr = self._cg(cg_path)
-        try:
-            mgr.create()
-            undo.append(lambda: mgr.destroy(2.0))
-            mgr.apply(res)
-        except CgroupError as e:
-            raise InvalidArgument(str(e)) if e.cause and isinstance(e.cause, OSError) and \
-                e.cause.errno == errno.EINVAL else Internal(str(e)) from None
         infra = sb["infra_pid"]
         join = {}
         if not host_net:
@@ -675,12 +686,62 @@ class Runtime:
                         "seccomp_bpf": seccomp_bpf},
         }
         stop_signal = image_cfg.get("StopSignal") or ""
+        created_at = _now()
+        # Staged first: the shim's child builds the container while we make its cgroups (it joins
+        # them once they exist, at the latest at start) and write the record.
+        forget = self._stage(sid, spec, undo)
+
+        def destroy_cgroup() -> None:
+            forget()  # a staged child may have joined it already
+            mgr.destroy(2.0)
+        try:
+            mgr.create()
+            undo.append(destroy_cgroup)
+            mgr.apply(res)
+        except CgroupError as e:
+            raise InvalidArgument(str(e)) if e.cause and isinstance(e.cause, OSError) and \
+                e.cause.errno == errno.EINVAL else Internal(str(e)) from None
         rec = {"id": cid, "sandbox_id": sid, "name_key": name_key, "config": to_dict(config),
-               "created_at": _now(), "image": config.image.image, "image_ref": img.id,
+               "created_at": created_at, "image": config.image.image, "image_ref": img.id,
                "log_path": log_path, "cgroup": cg_path, "stop_signal": stop_signal,
                "resources": to_dict(config.linux.resources) if config.linux.resources else None,
                "spec": spec}
         _write_record(cdir / "container.json", rec)  # the commit point: one fsync'd write
+
+    def _stage(self, sid: str, spec: dict, undo: list[Callable[[], None]]) -> Callable[[], None]:
+        """Have the pod's shim build this container in its warm child now (Shim.op_prepare), while
+        we make the record durable and until start_container: start then only has to hand over
+        stdio and let it execve. Not waited for, and optional: if the shim can't (an older shim,
+        another kind of PID namespace, no warm child yet), start does all the work as before.
+        Returns what kills the staged child (idempotent; also put on `undo`)."""
+        sock = self._sock(sid)
+        try:
+            send(sock, {"op": "prepare", "spec": spec})
+        except (ShimError, TimeoutError, OSError):
+            return lambda: None
+
+        # A failed create must not leave a staged child in the container's cgroup and rootfs;
+        # "forget" kills it. (A crash here leaves it to the shim, which ends it with the pod.)
+        def forget() -> None:
+            with contextlib.suppress(ShimError, TimeoutError):
+                call(sock, {"op": "forget", "id": spec["id"]}, timeout=5)
+        undo.append(forget)
+        return forget
+
+    def _resolve_user(self, image_id: str, rootfs: str, *args: Any) -> tuple[int, int, list[int], str]:
+        """S.resolve_user, remembered per image: a fresh snapshot's /etc/passwd and /etc/group are
+        the image's own (layers are immutable and the image ID is their digest), so the answer
+        for the same image and security context never changes. Errors are not remembered."""
+        key = (image_id, repr(args))
+        hit = self._users.get(key)
+        if hit is None:
+            hit = S.resolve_user(rootfs, *args)
+            with self._lock:
+                if len(self._users) >= 1024:
+                    self._users.clear()
+                self._users[key] = hit
+        uid, gid, groups, home = hit
+        return uid, gid, list(groups), home
 
     def _log_path(self, pod: PodSandboxConfig, config: ContainerConfig) -> str:
         if config.log_path:

@@ -71,6 +71,18 @@ def call(sock_path: str, req: dict, fds: list[int] | None = None, timeout: float
         s.close()
 
 
+def send(sock_path: str, req: dict, timeout: float = 1.0) -> None:
+    """Fire and forget: deliver one request and don't wait for the reply (the shim's reply to a
+    closed connection is dropped). Raises ShimError (ShimGone) if it can't be delivered."""
+    s = _connect(sock_path, timeout)
+    try:
+        s.sendall(json.dumps(req).encode() + b"\n")
+    except OSError as e:
+        raise ShimError(f"shim at {sock_path}: {e}") from None
+    finally:
+        s.close()
+
+
 def call_recv_fds(sock_path: str, req: dict, timeout: float | None = 30.0) -> tuple[dict, list[int]]:
     """Like call(), for replies that carry file descriptors (attach)."""
     s = _connect(sock_path, timeout)

@@ -18,6 +18,7 @@ reply line; `exec` and `wait` reply when the process exits.
 
 from __future__ import annotations
 
+import _signal  # pthread_sigmask without signal's int→Signals conversion of the old mask (~60 µs a call)
 import _socket
 import array
 import errno
@@ -33,6 +34,13 @@ from cri.shim import spawn
 
 _ALL_SIGNALS = signal.valid_signals()
 MAX_LINE = 16 * 1024  # a longer line is split into P(artial) records, like containerd
+# After a container start, the next warm child is forked this much later: right after our
+# reply the fork (a page-table copy of this process) would compete for the CPU with the
+# caller reading that reply and with the new container, on the latency everyone measures.
+WARM_DELAY = 0.003
+# How the runtime's json.dumps({"op": …, "spec": …}) begins: the rest is the same for both (staged_spawn).
+_PREPARE_PREFIX = b'{"op": "prepare", "spec": '
+_SPAWN_PREFIX = b'{"op": "spawn", "spec": '
 
 
 def now_ns() -> int:
@@ -149,6 +157,8 @@ class Shim:
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.pid = os.getpid()
         self.warm: dict | None = None   # {"pid", "sock", "join"}: see spawn.warm_child
+        self.warm_due = 0.0             # monotonic time to fork the next warm child (0: not due)
+        self.staged: dict[str, dict] = {}  # container id -> {"pid", "sock", "spec"}: see op_prepare
 
     # ---- setup -------------------------------------------------------------
     def fork(self, pidns: str) -> int:
@@ -160,12 +170,12 @@ class Shim:
         """
         # Signals stay blocked across fork until the child has reset our handlers: a SIGTERM
         # meant for a starting container must not run the shim's own handler in the child.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+        _signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
         try:
             return self._fork(pidns)
         finally:
             if os.getpid() == self.pid:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _ALL_SIGNALS)
+                _signal.pthread_sigmask(signal.SIG_UNBLOCK, _ALL_SIGNALS)
 
     def _fork(self, pidns: str) -> int:
         if pidns == "host":
@@ -226,14 +236,21 @@ class Shim:
         self.warm = {"pid": pid, "sock": a, "join": join}
         self.by_pid[pid] = "warm"
 
-    def take_warm(self, spec: dict, fds: list[int]) -> int:
-        """Hand `spec` to the warm child if it fits; its pid, or 0 to fork as usual."""
+    def warm_fits(self, spec: dict) -> bool:
         w = self.warm
-        if w is None or spec.get("pid_ns") is not None or spec.get("unshare") or spec.get("hostname") \
-                or set(spec.get("join", {})) != set(w["join"]):
+        return w is not None and spec.get("pid_ns") is None and not spec.get("unshare") \
+            and not spec.get("hostname") and set(spec.get("join", {})) == set(w["join"])
+
+    def take_warm(self, spec: dict, fds: list[int], raw: bytes | None = None) -> int:
+        """Hand `spec` to the warm child if it fits; its pid, or 0 to fork as usual.
+
+        `raw`: the spawn request's JSON line, which holds the spec; sent instead of
+        re-encoding it (the child takes either a spec or a request carrying one)."""
+        w = self.warm
+        if w is None or not self.warm_fits(spec):
             return 0
         self.warm = None
-        data = json.dumps(spec).encode()
+        data = raw if raw is not None else json.dumps(spec).encode()
         sock = w["sock"]
         try:
             sock.setblocking(True)
@@ -281,6 +298,9 @@ class Shim:
                 if h is not None:
                     h(ev)
             self.check_deadlines()
+            if self.warm_due and time.monotonic() >= self.warm_due:
+                self.warm_due = 0.0
+                self.ensure_warm()
             if self.shutting_down and not self.by_pid and not self.streams_open():
                 break
         try:
@@ -293,6 +313,8 @@ class Shim:
 
     def next_deadline(self) -> float:
         deadlines = [e["deadline"] for e in self.execs.values() if e.get("deadline")]
+        if self.warm_due:
+            deadlines.append(self.warm_due)
         if not deadlines:
             return -1 if not self.shutting_down else 0.2
         return max(0.0, min(deadlines) - time.monotonic())
@@ -339,7 +361,10 @@ class Shim:
             self.close_conn(conn, st["fds"])
             return
         try:
-            req = json.loads(st["buf"].split(b"\n", 1)[0])
+            line = st["buf"].split(b"\n", 1)[0]
+            req = self.staged_spawn(line) or json.loads(line)
+            if req.get("op") in ("spawn", "prepare"):
+                req["raw"] = line  # forwarded as is to a warm child, which parses it itself
             reply = getattr(self, "op_" + req["op"])(req, conn, st["fds"])
         except Exception as e:  # noqa: BLE001 - reported to the caller, the shim keeps serving
             reply = {"error": f"{type(e).__name__}: {e}"}
@@ -410,7 +435,7 @@ class Shim:
             mine += [out_r, err_r]
             theirs += [in_r, out_w, err_w]
         er, ew = os.pipe2(os.O_CLOEXEC)
-        pid = self.take_warm(spec, [*stdio, ew])
+        pid = self.go_staged(spec, [*stdio, ew]) or self.take_warm(spec, [*stdio, ew], req.get("raw"))
         if pid:
             self.by_pid.pop(pid, None)
         else:
@@ -477,7 +502,9 @@ class Shim:
             reply = {"error": err, "start_error": True} if err else {"pid": ctr.pid}
             self.reply(rec["conn"], reply)
             self.close_conn(rec["conn"], [])
-            self.ensure_warm()  # off the critical path: the caller has its answer
+            if self.warm is None:  # off the critical path, see WARM_DELAY
+                due = time.monotonic() + WARM_DELAY
+                self.warm_due = min(self.warm_due, due) if self.warm_due else due
             return
         else:
             e = rec["exec"]
@@ -605,7 +632,85 @@ class Shim:
         ctr.open_log()
         return {"ok": True}
 
+    def op_prepare(self, req: dict, conn: object, fds: list[int]) -> dict:
+        """Create time: let the warm child build the container (namespaces, cgroups, root, mounts)
+        now and wait for `spawn` to hand it stdio and let it execve, as `runc create` / `runc start`
+        do. The runtime doesn't wait for this: the child works while the runtime makes its record
+        durable and its caller comes back with the start. A setup error is kept by the child and
+        reported at start, as it would have been without staging."""
+        spec = req["spec"]
+        cid = spec["id"]
+        if cid in self.staged or cid in self.containers or self.shutting_down:
+            return {"ok": True, "staged": False}
+        if self.warm is None:
+            # Consumed by a start a moment ago and not re-forked yet (WARM_DELAY): nobody waits
+            # for this reply, so fork it now rather than leave the start to a cold fork.
+            self.warm_due = 0.0
+            self.ensure_warm()
+        if not self.warm_fits(spec):
+            return {"ok": True, "staged": False}
+        w, self.warm = self.warm, None
+        assert w is not None
+        data = req.get("raw") or json.dumps(spec).encode()
+        sock = w["sock"]
+        try:
+            sock.setblocking(True)
+            sock.sendall(len(data).to_bytes(8, "little") + data)  # no fds: "stage, then wait"
+        except OSError:
+            _kill(w["pid"], signal.SIGKILL)
+            sock.close()
+            return {"ok": True, "staged": False}
+        raw = data[len(_PREPARE_PREFIX):] if data.startswith(_PREPARE_PREFIX) else None
+        self.staged[cid] = {"pid": w["pid"], "sock": sock, "spec": spec, "raw": raw}
+        self.by_pid[w["pid"]] = "staged"
+        # the start normally follows at once and re-arms the warm child itself (finish_pending)
+        if not self.warm_due:
+            self.warm_due = time.monotonic() + 0.05
+        return {"ok": True, "staged": True}
+
+    def staged_spawn(self, line: bytes) -> dict | None:
+        """The spawn request of a staged container, without parsing it again: the runtime sends
+        the spec it prepared with, read back from its record, which encodes to the same bytes."""
+        if not self.staged or not line.startswith(_SPAWN_PREFIX):
+            return None
+        body = line[len(_SPAWN_PREFIX):]
+        for st in self.staged.values():
+            if st["raw"] == body:
+                return {"op": "spawn", "spec": st["spec"]}
+        return None
+
+    def go_staged(self, spec: dict, fds: list[int]) -> int:
+        """Start the child staged for this spec: its pid, or 0 (none, or staged for another spec)."""
+        st = self.staged.pop(spec["id"], None)
+        if st is None:
+            return 0
+        sock = st["sock"]
+        try:
+            if st["spec"] is not spec and st["spec"] != spec:
+                raise OSError("the spec changed since the container was prepared")
+            sock.sendmsg([b"g"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+        except OSError:
+            _kill(st["pid"], signal.SIGKILL)  # reaped as "staged"
+            return 0
+        finally:
+            sock.close()
+        return st["pid"]
+
+    def drop_staged(self, cid: str) -> None:
+        """Kill a staged child and reap it now, so the container's cgroup is empty on return."""
+        st = self.staged.pop(cid, None)
+        if st is None:
+            return
+        st["sock"].close()
+        if self.by_pid.pop(st["pid"], None) is not None:
+            _kill(st["pid"], signal.SIGKILL)
+            try:
+                os.waitpid(st["pid"], 0)
+            except ChildProcessError:
+                pass
+
     def op_forget(self, req: dict, conn: object, fds: list[int]) -> dict:
+        self.drop_staged(req["id"])
         ctr = self.containers.get(req["id"])
         if ctr is not None and ctr.exited:
             del self.containers[req["id"]]
@@ -628,6 +733,8 @@ class Shim:
             _kill(pid, signal.SIGKILL)
         if self.warm is not None:
             _kill(self.warm["pid"], signal.SIGKILL)
+        for st in self.staged.values():
+            _kill(st["pid"], signal.SIGKILL)
         if self.infra_pid:
             _kill(self.infra_pid, signal.SIGKILL)
 
@@ -645,6 +752,12 @@ class Shim:
                 if self.warm is not None and self.warm["pid"] == pid:
                     self.warm["sock"].close()
                     self.warm = None
+                continue
+            if owner == "staged":
+                for cid, st in list(self.staged.items()):
+                    if st["pid"] == pid:
+                        st["sock"].close()
+                        del self.staged[cid]
                 continue
             if owner is None or owner == "infra":
                 continue
@@ -735,7 +848,7 @@ def _infra_main(cfg: dict, w: int) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # the kernel reaps for us
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *a: os._exit(0))
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.close(w)
     except BaseException as e:  # noqa: BLE001
         spawn.fail(w, f"infra: {spawn._describe(e)}", 1)

@@ -8,10 +8,16 @@ devices, sysctls, pivot_root, masks) → user, capabilities, no_new_privs →
 seccomp right before execve, so the filter never sees our setup calls. The one
 exception is also runc's: without no_new_privs the kernel wants CAP_SYS_ADMIN
 to install a filter, so it goes in before the capabilities are dropped.
+
+A staged child (warm_child without fds: `runc create`-like, at container create)
+builds the root before the runtime has made the container's cgroups, so it joins
+them after the root, as soon as they exist and at the latest at start; either
+way before anything of the container runs.
 """
 
 from __future__ import annotations
 
+import _signal  # pthread_sigmask without signal's int→Signals conversion of the old mask (~60 µs a call)
 import errno
 import fcntl
 import json
@@ -40,20 +46,32 @@ def secure_join(root: str, path: str) -> str:
     the host would let a mount escape the rootfs, so every link is resolved
     relative to the container root.
     """
+    return _secure_join(root, path)[0]
+
+
+_UNKNOWN = object()  # _secure_join couldn't tell whether the result exists
+
+
+def _secure_join(root: str, path: str) -> tuple[str, object]:
+    """secure_join, plus what it learnt about the result for free: its lstat, None if it
+    does not exist, or _UNKNOWN. Saves the child a second stat of every mount target."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     resolved: list[str] = []
     links = 0
+    last: object = _UNKNOWN
     while parts:
         part = parts.pop(0)
         if part == "..":
             if resolved:
                 resolved.pop()
+            last = _UNKNOWN
             continue
         cur = root + "/" + "/".join(resolved + [part])
         try:
             st = os.lstat(cur)
         except FileNotFoundError:
             resolved.append(part)
+            last = None
             continue
         if stat.S_ISLNK(st.st_mode):
             links += 1
@@ -63,34 +81,48 @@ def secure_join(root: str, path: str) -> str:
             if target.startswith("/"):
                 resolved = []
             parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            last = _UNKNOWN
             continue
         resolved.append(part)
-    return root + "/" + "/".join(resolved)
+        last = st
+    return root + "/" + "/".join(resolved), last
 
 
-def _ensure_target(target: str, is_dir: bool) -> None:
-    if os.path.lexists(target):
+def _ensure_target(target: str, is_dir: bool, known: object = _UNKNOWN) -> None:
+    """Create a missing mount target; `known` is its lstat (or None) when the caller has it."""
+    if known is _UNKNOWN:
+        if os.path.lexists(target):
+            return
+    elif known is not None:
         return
     if is_dir:
-        os.makedirs(target, mode=0o755, exist_ok=True)
-    else:
+        try:
+            os.mkdir(target, 0o755)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        return
+    flags = os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC
+    try:
+        fd = os.open(target, flags, 0o644)
+    except FileNotFoundError:
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        fd = os.open(target, flags, 0o644)
+    os.close(fd)
 
 
 def _do_mount(root: str, m: dict) -> None:
-    target = secure_join(root, m["dest"])
+    target, known = _secure_join(root, m["dest"])
     kind = m["type"]
     flags = m.get("flags", 0)
     if kind == "bind":
         src = m["source"]
         try:
-            is_dir = os.path.isdir(src)
-        except OSError:
-            is_dir = True
-        if not os.path.exists(src):
-            raise OSError(errno.ENOENT, f"bind mount source {src!r} does not exist", src)
-        _ensure_target(target, is_dir)
+            is_dir = stat.S_ISDIR(os.stat(src).st_mode)
+        except (OSError, ValueError):
+            raise OSError(errno.ENOENT, f"bind mount source {src!r} does not exist", src) from None
+        _ensure_target(target, is_dir, known)
         L.mount(src, target, None, L.MS_BIND | L.MS_REC)
         if m.get("ro") or flags:
             L.mount(None, target, None, L.MS_BIND | L.MS_REMOUNT | flags | (L.MS_RDONLY if m.get("ro") else 0))
@@ -98,7 +130,7 @@ def _do_mount(root: str, m: dict) -> None:
         if prop:
             L.mount(None, target, None, prop)
     else:
-        _ensure_target(target, True)
+        _ensure_target(target, True, known)
         L.mount(m.get("source", kind), target, kind, flags, m.get("data") or None)
 
 
@@ -129,7 +161,10 @@ def setup_rootfs(spec: dict) -> None:
         with open(root + "/proc/sys/" + k.replace(".", "/"), "w") as f:
             f.write(str(v))
     cwd = spec["process"].get("cwd") or "/"
-    os.makedirs(secure_join(root, cwd), mode=0o755, exist_ok=True)
+    if cwd.strip("/"):
+        cwd_path, known = _secure_join(root, cwd)
+        if known is _UNKNOWN or known is None or not stat.S_ISDIR(known.st_mode):  # type: ignore[attr-defined]
+            os.makedirs(cwd_path, mode=0o755, exist_ok=True)
     os.chdir(root)
     L.pivot_root(".", ".")
     L.umount(".", L.MNT_DETACH)
@@ -160,10 +195,14 @@ class _suppress_exists:
         return isinstance(val, FileExistsError)
 
 
-def join_cgroups(files: list[str]) -> None:
-    """Move the calling (single-threaded) process into each cgroup: write "0" to its join file."""
+def join_cgroups(files: list[str] | list[tuple[int, str]]) -> None:
+    """Move the calling (single-threaded) process into each cgroup: write "0" to its join file,
+    given as a path or as (directory fd, path relative to it) (see _cgroup_parents)."""
     for path in files:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        if isinstance(path, str):
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        else:
+            fd = os.open(path[1], os.O_WRONLY | os.O_CLOEXEC, dir_fd=path[0])
         try:
             os.write(fd, b"0")
         finally:
@@ -228,26 +267,48 @@ def run_container(spec: dict, stdio: tuple[int, int, int], errfd: int, joined: b
 
     `joined`: a warm child already entered the pod's namespaces (see warm_child)."""
     try:
-        _stdio(stdio)
-        bpf = _read_bpf(spec["process"].get("seccomp_bpf"))
-        if not joined:
-            for kind, path in spec.get("join", {}).items():
-                L.setns_path(path, _NS_FLAGS[kind])
-        flags = L.CLONE_NEWNS
-        for kind in spec.get("unshare", []):
-            flags |= _NS_FLAGS[kind]
-        L.unshare(flags)
-        if spec.get("hostname"):
-            L.sethostname(spec["hostname"])
-        join_cgroups(spec.get("cgroup_join", []))
-        setup_rootfs(spec)
-        if spec.get("oom_score_adj") is not None:
-            _set_oom_score_adj(spec["oom_score_adj"])
-        os.closerange(3, errfd)
-        os.closerange(errfd + 1, 65536)
-        exec_process(spec["process"], errfd, bpf)
+        _stdio(stdio, reset=not joined)  # a warm child reset its signals when it was forked
+        bpf, _ = build_container(spec, joined)
+        _exec_container(spec, errfd, bpf)
     except BaseException as e:  # noqa: BLE001 - everything must reach the error pipe
         fail(errfd, _describe(e))
+
+
+def build_container(spec: dict, joined: bool, cgroups: bool = True) -> tuple[bytes | None, list[tuple[int, str]]]:
+    """Namespaces, cgroups, root filesystem: everything up to the process's own credentials.
+    Returns the seccomp program to load before execve (None: unconfined), and [].
+
+    `cgroups=False` (staging): the runtime creates the container's cgroups while we build,
+    so they are joined only at start (_staged): returned instead of [] are the join files as
+    (fd of the parent of the container's cgroup, relative path), opened before pivot_root
+    hides the host's paths (the parent, the pod's cgroup, exists already)."""
+    bpf = _read_bpf(spec["process"].get("seccomp_bpf"))
+    if not joined:
+        for kind, path in spec.get("join", {}).items():
+            L.setns_path(path, _NS_FLAGS[kind])
+    flags = L.CLONE_NEWNS
+    for kind in spec.get("unshare", []):
+        flags |= _NS_FLAGS[kind]
+    L.unshare(flags)
+    if spec.get("hostname"):
+        L.sethostname(spec["hostname"])
+    later: list[tuple[int, str]] = []
+    if cgroups:
+        join_cgroups(spec.get("cgroup_join", []))
+    else:
+        for path in spec.get("cgroup_join", []):
+            parent = os.path.dirname(os.path.dirname(path))
+            later.append((os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), path[len(parent) + 1:]))
+    setup_rootfs(spec)
+    if spec.get("oom_score_adj") is not None:
+        _set_oom_score_adj(spec["oom_score_adj"])
+    return bpf, later
+
+
+def _exec_container(spec: dict, errfd: int, bpf: bytes | None) -> None:
+    os.closerange(3, errfd)
+    os.closerange(errfd + 1, 65536)
+    exec_process(spec["process"], errfd, bpf)
 
 
 def warm_child(sock: int, join: dict[str, str]) -> None:
@@ -255,8 +316,13 @@ def warm_child(sock: int, join: dict[str, str]) -> None:
     already paid when the spawn request comes. The mount namespace is only unshared once the
     spec arrives, so the container still sees rootfs mounts made after we were forked.
 
-    Protocol on `sock`: 8-byte length + JSON spec, with stdin, stdout, stderr and the error
-    pipe as SCM_RIGHTS on the first bytes. EOF means "not needed": exit quietly.
+    Protocol on `sock`: 8-byte length + JSON (a spec, or a request holding one in "spec").
+    With stdin, stdout, stderr and the error pipe as SCM_RIGHTS on its first bytes, it means
+    "run this now". Without them it means "stage": build the container (build_container,
+    but for its cgroups), then wait for one more byte carrying those four fds before joining
+    the cgroups, setting up stdio and execve (see Shim.op_prepare); a setup error is only
+    reported then, on the error pipe.
+    EOF at either point means "not needed": exit quietly.
     """
     try:
         reset_signals()
@@ -264,41 +330,85 @@ def warm_child(sock: int, join: dict[str, str]) -> None:
         os.closerange(sock + 1, 65536)
         for kind, path in join.items():
             L.setns_path(path, _NS_FLAGS[kind])
-        msg, fds, _, _ = _socket_recvmsg(sock)
-        if not msg:
+        head, fds = _recv_exact(sock, 8)
+        if len(head) < 8:
             os._exit(0)
-        size = int.from_bytes(msg[:8], "little")
-        data = bytearray(msg[8:])
-        while len(data) < size:
-            chunk = os.read(sock, size - len(data))
-            if not chunk:
-                os._exit(1)
-            data += chunk
-        os.close(sock)
-        spec = json.loads(bytes(data))
+        data, more = _recv_exact(sock, int.from_bytes(head, "little"))
+        fds += more
+        spec = json.loads(data)
+        if "op" in spec:  # the shim forwarded the whole request
+            spec = spec["spec"]
     except BaseException:  # noqa: BLE001 - nobody to report to yet; the shim sees us exit
         os._exit(1)
+    if fds:
+        os.close(sock)
+        for fd in fds:
+            os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without O_CLOEXEC; the error pipe needs it
+        run_container(spec, (fds[0], fds[1], fds[2]), fds[3], joined=True)
+        os._exit(127)
+    _staged(spec, sock)
+
+
+def _staged(spec: dict, sock: int) -> None:
+    error = ""
+    bpf, cgroups = None, []
+    try:
+        bpf, cgroups = build_container(spec, joined=True, cgroups=False)
+    except BaseException as e:  # noqa: BLE001 - reported on the error pipe at start
+        error = _describe(e)
+    # The runtime has most likely made the cgroups by now: join those that exist while we
+    # wait anyway (before their limits are written is harmless: nothing of the container runs yet).
+    later = []
+    for dir_fd, rel in cgroups:
+        try:
+            join_cgroups([(dir_fd, rel)])
+        except FileNotFoundError:
+            later.append((dir_fd, rel))
+        except BaseException as e:  # noqa: BLE001
+            error = error or _describe(e)
+    cgroups = later
+    try:
+        go, fds = _recv_exact(sock, 1)
+    except BaseException:  # noqa: BLE001
+        os._exit(1)
+    if not go or len(fds) != 4:
+        os._exit(0)  # the shim dropped us (container removed, or spec changed)
     for fd in fds:
-        os.set_inheritable(fd, False)  # SCM_RIGHTS fds arrive without O_CLOEXEC; the error pipe needs it
-    run_container(spec, (fds[0], fds[1], fds[2]), fds[3], joined=True)
+        os.set_inheritable(fd, False)
+    errfd = fds[3]
+    if error:
+        fail(errfd, error)
+    try:
+        join_cgroups(cgroups)  # the rest: they exist now, created before the record
+        _stdio((fds[0], fds[1], fds[2]), reset=False)
+        _exec_container(spec, errfd, bpf)
+    except BaseException as e:  # noqa: BLE001
+        fail(errfd, _describe(e))
     os._exit(127)
 
 
-def _socket_recvmsg(fd: int) -> tuple[bytes, list[int], int, object]:
+def _recv_exact(fd: int, n: int) -> tuple[bytes, list[int]]:
+    """Read exactly n bytes (fewer at EOF) and every fd that rides along: never more than n,
+    so a later message (and its fds) stays for the next call."""
     import _socket
     import array
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, os.dup(fd))
+    data = bytearray()
+    fds: list[int] = []
     try:
-        msg, anc, flags, addr = s.recvmsg(1 << 20, _socket.CMSG_SPACE(4 * 4))
+        while len(data) < n:
+            msg, anc, _, _ = s.recvmsg(n - len(data), _socket.CMSG_SPACE(4 * 4))
+            for level, typ, cdata in anc:
+                if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
+                    a = array.array("i")
+                    a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
+                    fds.extend(a)
+            if not msg:
+                break
+            data += msg
     finally:
         s.close()
-    fds: list[int] = []
-    for level, typ, cdata in anc:
-        if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
-            a = array.array("i")
-            a.frombytes(cdata[: len(cdata) - len(cdata) % a.itemsize])
-            fds.extend(a)
-    return msg, fds, flags, addr
+    return bytes(data), fds
 
 
 def reset_signals() -> None:
@@ -310,9 +420,10 @@ def reset_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _stdio(stdio: tuple[int, int, int]) -> None:
-    reset_signals()
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+def _stdio(stdio: tuple[int, int, int], reset: bool = True) -> None:
+    if reset:
+        reset_signals()
+    _signal.pthread_sigmask(signal.SIG_SETMASK, [])
     os.setsid()
     for i, fd in enumerate(stdio):
         os.dup2(fd, i)
