@@ -1,0 +1,59 @@
+"""Every knob of the agent in one dataclass, defaulting to the kubelet's values.
+
+Tests shrink the timings (backoff, resync, lease) instead of the code having test modes.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubeletpy import paths
+
+
+@dataclass
+class AgentConfig:
+    server: str = ""                       # https://HOST:PORT (or from the kubeconfig)
+    token: str = ""                        # admin, node or join token
+    kubeconfig: Path | None = None         # a kubeconfig to use instead of server/token
+    ca_file: Path | None = None
+    node_name: str = field(default_factory=lambda: socket.gethostname().lower())
+    node_ip: str = ""                      # default: the source address of the default route
+    cri_endpoint: str = f"unix://{paths.CRI_SOCKET}"
+    root_dir: Path = paths.STATE_ROOT / "agent"
+    pod_log_dir: Path = paths.POD_LOG_ROOT
+    manifests_dir: Path | None = paths.ETC_ROOT / "manifests"
+    cgroup_root: str = "kubepods"          # pod cgroups: /<root>/<qos>/pod<uid>
+    max_pods: int = 110
+    system_reserved_cpu_milli: int = 0
+    system_reserved_memory: int = 0
+    eviction_memory_available: int = 100 * 2**20   # MemoryPressure below this
+    eviction_nodefs_available: float = 0.10        # DiskPressure below this fraction free
+    eviction_pids_available: float = 0.10          # PIDPressure below this fraction of pid_max free
+    port: int = 10250                      # HTTPS server; 0 picks a free one, -1 disables it
+    address: str = "0.0.0.0"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # timings
+    relist_period: float = 1.0             # PLEG
+    resync_period: float = 10.0            # every pod worker syncs at least this often
+    lease_duration: int = 40
+    lease_renew: float = 10.0
+    node_status_check: float = 10.0        # measure this often, push on change
+    node_status_report: float = 300.0      # push at least this often
+    backoff_initial: float = 10.0
+    backoff_max: float = 300.0
+    backoff_reset: float = 600.0
+    # garbage collection
+    gc_period: float = 60.0
+    max_dead_per_container: int = 1
+    image_gc_high: float = 0.85
+    image_gc_low: float = 0.80
+    image_min_age: float = 120.0
+    labels: dict[str, str] = field(default_factory=dict)
+    authorized_tokens_file: Path | None = None
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.root_dir / "pods"

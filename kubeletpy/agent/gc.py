@@ -1,0 +1,111 @@
+"""Garbage collection of dead containers and unused images.
+
+Containers: for every (pod, container name) keep the newest `max_dead_per_container`
+exited instances -- the newest is what `lastState` and `kubectl logs --previous` read --
+and remove the older ones. Images: when the image filesystem is fuller than
+`image_gc_high` (85 %), remove images no container uses, largest first, until it is below
+`image_gc_low` (80 %). Both only ever touch objects through CRI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from kubeletpy.agent import labels as L
+
+if TYPE_CHECKING:
+    from kubeletpy.agent.agent import Agent
+
+log = logging.getLogger("kubeletpy.agent.gc")
+
+
+def dead_to_remove(containers: list[Any], keep: int) -> list[str]:
+    """Ids of exited containers beyond the current one and the newest `keep` older ones,
+    per (pod uid, kind, name)."""
+    from kubeletpy.agent.cri import pb
+
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for c in containers:
+        k = (c.labels.get(L.POD_UID, ""), c.labels.get(L.CONTAINER_KIND, ""), c.labels.get(L.CONTAINER_NAME, ""))
+        groups.setdefault(k, []).append(c)
+    out: list[str] = []
+    for items in groups.values():
+        items.sort(key=lambda c: (int(c.annotations.get(L.RESTART_COUNT, "0") or 0), c.created_at), reverse=True)
+        # items[0] is the current instance (running, or exited and waiting for its restart):
+        # never collected; of the older ones, the newest `keep` exited ones stay.
+        older = [c for c in items[1:] if c.state == pb.CONTAINER_EXITED]
+        out += [c.id for c in older[keep:]]
+    return out
+
+
+def images_to_remove(images: list[Any], in_use: set[str], used: int, capacity: int, high: float,
+                     low: float) -> list[Any]:
+    if capacity <= 0 or used / capacity <= high:
+        return []
+    target = int(capacity * low)
+    out = []
+    for img in sorted(images, key=lambda i: -int(i.size)):
+        if used <= target:
+            break
+        names = {img.id, *img.repo_tags, *img.repo_digests}
+        if names & in_use or img.pinned:
+            continue
+        out.append(img)
+        used -= int(img.size)
+    return out
+
+
+async def collect(agent: Agent) -> tuple[int, int]:
+    """One pass; (containers removed, images removed)."""
+    snap = agent.pleg.snapshot
+    all_ctrs = [c for cs in snap.containers.values() for c in cs]
+    removed = 0
+    for cid in dead_to_remove(all_ctrs, agent.cfg.max_dead_per_container):
+        with contextlib.suppress(Exception):
+            await agent.cri.remove_container(cid)
+            removed += 1
+    images_removed = 0
+    try:
+        fs = await agent.cri.image_fs_info()
+    except Exception:  # noqa: BLE001
+        fs = []
+    for f in fs:
+        mount = f.fs_id.mountpoint
+        try:
+            st = os.statvfs(mount)
+        except OSError:
+            continue
+        capacity = st.f_blocks * st.f_frsize
+        used = capacity - st.f_bavail * st.f_frsize
+        if capacity <= 0 or used / capacity <= agent.cfg.image_gc_high:
+            continue
+        in_use = set()
+        for c in all_ctrs:
+            in_use.add(c.image_ref)
+            in_use.add(c.image.image)
+        for img in images_to_remove(await agent.cri.list_images(), in_use, used, capacity, agent.cfg.image_gc_high,
+                                    agent.cfg.image_gc_low):
+            try:
+                await agent.cri.remove_image(img.id)
+                images_removed += 1
+                log.info("image GC removed %s (%d bytes)", (list(img.repo_tags) or [img.id])[0], img.size)
+            except Exception as e:  # noqa: BLE001
+                log.info("image GC could not remove %s: %s", img.id, e)
+    if removed:
+        await agent.pleg.relist_now()
+    return removed, images_removed
+
+
+async def run(agent: Agent) -> None:
+    while True:
+        await asyncio.sleep(agent.cfg.gc_period)
+        try:
+            await collect(agent)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            log.warning("garbage collection: %s", e)

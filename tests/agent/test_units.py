@@ -1,0 +1,503 @@
+"""Pure logic of the agent: no daemons, no root-only calls."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from kubeletpy.agent import admission, envvars, gc, probes, qos, quantity, resources, staticpods
+from kubeletpy.agent import labels as L
+from kubeletpy.agent.backoff import Backoff
+from kubeletpy.agent.server import render_log
+from kubeletpy.agent.status import (
+    EXITED,
+    RUNNING,
+    ContainerView,
+    CRIContainer,
+    build_status,
+    merge_diff,
+    pod_phase,
+    status_patch,
+)
+
+
+def ctr(name: str = "c", requests: dict | None = None, limits: dict | None = None, **kw: object) -> dict:
+    res: dict = {}
+    if requests:
+        res["requests"] = requests
+    if limits:
+        res["limits"] = limits
+    return {"name": name, "image": "busybox", "resources": res, **kw}
+
+
+def pod(*containers: dict, init: list[dict] | None = None, **spec: object) -> dict:
+    return {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"a": "b"},
+                         "annotations": {"x": "y"}},
+            "spec": {"containers": list(containers), "initContainers": init or [], **spec}, "status": {}}
+
+
+# ------------------------------------------------------------------ quantities, QoS, resources
+
+@pytest.mark.parametrize("q,milli", [("100m", 100), ("0.1", 100), ("1", 1000), ("2.5", 2500), (1, 1000),
+                                     ("1500u", 2)])
+def test_cpu_quantities(q: str, milli: int) -> None:
+    assert quantity.milli(q) == milli
+
+
+@pytest.mark.parametrize("q,n", [("64Mi", 64 << 20), ("1Gi", 1 << 30), ("1G", 10**9), ("128974848", 128974848),
+                                 ("1e3", 1000), ("129e6", 129_000_000), ("1Ki", 1024), ("0.5Gi", 1 << 29)])
+def test_memory_quantities(q: str, n: int) -> None:
+    assert quantity.value(q) == n
+
+
+def test_qos_classes() -> None:
+    assert qos.qos_class(pod(ctr())) == qos.BESTEFFORT
+    g = ctr(limits={"cpu": "1", "memory": "1Gi"})  # requests default to limits
+    assert qos.qos_class(pod(g)) == qos.GUARANTEED
+    assert qos.qos_class(pod(g, ctr("b"))) == qos.BURSTABLE
+    assert qos.qos_class(pod(ctr(requests={"cpu": "100m"}))) == qos.BURSTABLE
+    assert qos.qos_class(pod(ctr(requests={"cpu": "1", "memory": "1Gi"}, limits={"cpu": "2", "memory": "1Gi"}))) \
+        == qos.BURSTABLE
+    # an init container without limits makes a pod of guaranteed containers burstable
+    assert qos.qos_class(pod(g, init=[ctr("i", requests={"cpu": "1"})])) == qos.BURSTABLE
+
+
+def test_pod_requests_take_the_largest_init_container() -> None:
+    p = pod(ctr("a", requests={"cpu": "100m", "memory": "10Mi"}), ctr("b", requests={"cpu": "200m"}),
+            init=[ctr("i", requests={"cpu": "500m", "memory": "1Mi"})])
+    assert qos.pod_requests(p) == (500, 10 << 20)
+
+
+def test_pod_limits_unbounded_when_a_container_has_none() -> None:
+    assert qos.pod_limits(pod(ctr("a", limits={"cpu": "1", "memory": "1Gi"}), ctr("b", limits={"cpu": "1"}))) \
+        == (2000, None)
+
+
+def test_cgroup_parent_by_qos() -> None:
+    assert qos.pod_cgroup_parent(pod(ctr()), "kubepods") == "/kubepods/besteffort/podu-1"
+    assert qos.pod_cgroup_parent(pod(ctr(limits={"cpu": "1", "memory": "1Gi"})), "kp/kubepods") == \
+        "/kp/kubepods/podu-1"
+    assert qos.pod_cgroup_parent(pod(ctr(requests={"cpu": "1"}))) == "/kubepods/burstable/podu-1"
+
+
+def test_resources_to_cri() -> None:
+    r = resources.container_resources(ctr(requests={"cpu": "250m", "memory": "64Mi"},
+                                          limits={"cpu": "500m", "memory": "128Mi"}), qos.BURSTABLE, 1 << 30)
+    assert (r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes) == (256, 50000, 100000, 128 << 20)
+    assert r.oom_score_adj == 1000 - (1000 * (64 << 20)) // (1 << 30)
+    be = resources.container_resources(ctr(), qos.BESTEFFORT, 1 << 30)
+    assert (be.cpu_shares, be.cpu_quota, be.cpu_period, be.memory_limit_in_bytes, be.oom_score_adj) == \
+        (2, 0, 0, 0, 1000)
+    assert resources.container_resources(ctr(limits={"cpu": "1m"}), qos.BURSTABLE, 1).cpu_quota == 1000  # minimum
+    g = resources.container_resources(ctr(limits={"cpu": "2", "memory": "1Gi"}), qos.GUARANTEED, 1 << 33)
+    assert (g.cpu_shares, g.oom_score_adj) == (2048, -997)
+    assert resources.oom_score_adj(qos.BURSTABLE, 1 << 30, 1 << 30) == 2
+
+
+# ------------------------------------------------------------------ env
+
+def lookup_factory(objs: dict) -> envvars.Lookup:
+    return lambda kind, ns, name: objs.get((kind, ns, name))
+
+
+def test_env_resolution_in_order_with_expansion() -> None:
+    objs = {("ConfigMap", "ns", "cm"): {"data": {"A": "from-cm", "B": "b"}},
+            ("Secret", "ns", "s"): {"data": {"PASS": base64.b64encode(b"hunter2").decode()}}}
+    c = ctr(envFrom=[{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
+            env=[{"name": "X", "value": "x"},
+                 {"name": "Y", "value": "$(X)-$(CM_A)-$(MISSING)-$$(X)"},
+                 {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                 {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                 {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                 {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                 {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                 {"name": "LBL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['a']"}}},
+                 {"name": "CMB", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "B"}}},
+                 {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "s", "key": "PASS"}}},
+                 {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": True}}}])
+    env = dict(envvars.resolve(pod(c), c, lookup_factory(objs), pod_ip="10.1.2.3", node_name="n1"))
+    assert env == {"CM_A": "from-cm", "CM_B": "b", "X": "x", "Y": "x-from-cm-$(MISSING)-$(X)", "NAME": "p",
+                   "NS": "ns", "UID": "u-1", "IP": "10.1.2.3", "NODE": "n1", "LBL": "b", "CMB": "b",
+                   "PASS": "hunter2"}
+    cmd, args = envvars.command_and_args({"command": ["echo", "$(X)"], "args": ["$(NAME)"]}, env)
+    assert (cmd, args) == (["echo", "x"], ["p"])
+
+
+def test_env_missing_reference_is_an_error() -> None:
+    c = ctr(env=[{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}])
+    with pytest.raises(envvars.EnvError, match='configmap "cm" not found'):
+        envvars.resolve(pod(c), c, lookup_factory({}))
+    objs = {("ConfigMap", "ns", "cm"): {"data": {}}}
+    with pytest.raises(envvars.EnvError, match='has no key "k"'):
+        envvars.resolve(pod(c), c, lookup_factory(objs))
+
+
+def test_resource_field_ref() -> None:
+    c = ctr(limits={"memory": "64Mi"}, env=[
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}])
+    env = dict(envvars.resolve(pod(c), c, lookup_factory({}), node_alloc={"cpu_milli": 2000}))
+    assert env == {"MEM": "64", "CPU": "2"}
+
+
+# ------------------------------------------------------------------ backoff
+
+def test_crashloop_backoff_sequence() -> None:
+    now = [1000.0]
+    b = Backoff(initial=10, maximum=40, reset_after=600, clock=lambda: now[0])
+    key = ("uid", "c")
+    assert b.remaining(key, since=now[0]) == 0  # first crash: restart at once
+    assert b.next(key) == 10
+    delays = []
+    for _ in range(5):
+        finished = now[0] + 1  # crashes a second after each start
+        now[0] = finished
+        delays.append(b.remaining(key, since=finished))
+        now[0] += delays[-1]
+        assert b.remaining(key, since=finished) == 0
+        b.next(key)
+    assert delays == [10, 20, 40, 40, 40]
+    b.forget_pod("uid")
+    assert b.remaining(key, since=now[0]) == 0
+
+
+def test_backoff_resets_after_a_quiet_period() -> None:
+    now = [0.0]
+    b = Backoff(initial=10, maximum=300, reset_after=600, clock=lambda: now[0])
+    for _ in range(4):
+        b.next(("u", "c"))
+    assert b.current_delay(("u", "c")) == 80
+    now[0] += 2 * 300 + 600 + 1
+    assert b.next(("u", "c")) == 10
+
+
+# ------------------------------------------------------------------ probes
+
+def test_probe_thresholds() -> None:
+    spec = probes.ProbeSpec.from_api(probes.READINESS, {"exec": {"command": ["true"]}, "successThreshold": 2,
+                                                         "failureThreshold": 2, "periodSeconds": 3})
+    assert (spec.period, spec.timeout, spec.initial_delay) == (3, 1, 0)
+    st = probes.ProbeState(spec)
+    assert st.result == probes.FAILURE  # readiness starts not ready
+    assert not st.observe(True)
+    assert st.observe(True) and st.result == probes.SUCCESS
+    assert not st.observe(False)  # one failure is tolerated
+    assert st.observe(False) and st.result == probes.FAILURE
+    live = probes.ProbeState(probes.ProbeSpec.from_api(probes.LIVENESS, {"tcpSocket": {"port": 1},
+                                                                          "successThreshold": 5}))
+    assert live.result == probes.SUCCESS and live.spec.success_threshold == 1  # liveness: threshold forced to 1
+    assert probes.ProbeState(probes.ProbeSpec.from_api(probes.STARTUP, {})).result == probes.UNKNOWN
+
+
+def test_probe_ports_by_name() -> None:
+    assert probes.resolve_port("http", {"http": 8080}) == 8080
+    assert probes.resolve_port("81", {}) == 81
+    with pytest.raises(ValueError):
+        probes.resolve_port("nope", {})
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_probe_runners_against_local_servers() -> None:
+    async def main() -> list[tuple[bool, str]]:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                head = await r.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the tcpSocket probe connects and hangs up
+                w.close()
+                return
+            code = b"200 OK" if b"GET /ok " in head and b"X-Probe: yes" in head else b"500 Nope"
+            w.write(b"HTTP/1.1 " + code + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+            await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        target = probes.ProbeTarget("127.0.0.1", "cid", {"web": port})
+
+        async def fake_exec(cid: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
+            return (0 if cmd == ["true"] else 1), b"out"
+
+        target.exec_sync = fake_exec
+        hdr = [{"name": "X-Probe", "value": "yes"}]
+        runs = [
+            probes.ProbeSpec("readiness", {"httpGet": {"path": "/ok", "port": "web", "httpHeaders": hdr}}),
+            probes.ProbeSpec("readiness", {"httpGet": {"path": "/bad", "port": port}}),
+            probes.ProbeSpec("liveness", {"tcpSocket": {"port": port}}),
+            probes.ProbeSpec("liveness", {"tcpSocket": {"port": closed_port()}}),
+            probes.ProbeSpec("liveness", {"exec": {"command": ["true"]}}),
+            probes.ProbeSpec("liveness", {"exec": {"command": ["false"]}}),
+        ]
+        out = [await probes.run_probe(s, target) for s in runs]
+        srv.close()
+        await srv.wait_closed()
+        return out
+
+    results = [ok for ok, _ in asyncio.run(main())]
+    assert results == [True, False, True, False, True, False]
+
+
+def test_grpc_probe() -> None:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    async def main() -> tuple[bool, bool]:
+        server = grpc.aio.server()
+        h = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(h, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        set_status = h.set("svc", health_pb2.HealthCheckResponse.SERVING)
+        if asyncio.iscoroutine(set_status):
+            await set_status
+        target = probes.ProbeTarget("127.0.0.1", "cid", {})
+        ok, _ = await probes.run_probe(probes.ProbeSpec("liveness", {"grpc": {"port": port, "service": "svc"}},
+                                                        timeout=3), target)
+        bad, _ = await probes.run_probe(probes.ProbeSpec("liveness", {"grpc": {"port": port, "service": "x"}},
+                                                         timeout=3), target)
+        await server.stop(0)
+        return ok, bad
+
+    assert asyncio.run(main()) == (True, False)
+
+
+# ------------------------------------------------------------------ admission
+
+def test_admission() -> None:
+    alloc = admission.Allocatable(cpu_milli=1000, memory=1 << 30, pods=3)
+    small = pod(ctr(requests={"cpu": "400m", "memory": "100Mi"}))
+    assert admission.admit(small, [small], alloc) is None
+    r = admission.admit(small, [small, small], alloc)
+    assert r is not None and r.reason == "OutOfcpu"
+    big_mem = pod(ctr(requests={"memory": "2Gi"}))
+    assert admission.admit(big_mem, [], alloc).reason == "OutOfmemory"  # type: ignore[union-attr]
+    assert admission.admit(pod(ctr()), [pod(ctr())] * 3, alloc).reason == "OutOfpods"  # type: ignore[union-attr]
+    hp = pod(ctr(ports=[{"containerPort": 80, "hostPort": 8080}]))
+    assert admission.admit(hp, [hp], alloc).reason == "NodePorts"  # type: ignore[union-attr]
+    other_ip = pod(ctr(ports=[{"containerPort": 80, "hostPort": 8080, "hostIP": "10.0.0.1"}]))
+    udp = pod(ctr(ports=[{"containerPort": 80, "hostPort": 8080, "protocol": "UDP"}]))
+    assert admission.admit(udp, [hp], alloc) is None
+    assert admission.admit(other_ip, [pod(ctr(ports=[{"containerPort": 80, "hostPort": 8080,
+                                                      "hostIP": "10.0.0.2"}]))], alloc) is None
+    assert admission.admit(other_ip, [hp], alloc).reason == "NodePorts"  # type: ignore[union-attr]
+    hostnet = pod(ctr(ports=[{"containerPort": 8080}]), hostNetwork=True)
+    assert admission.admit(hostnet, [hp], alloc).reason == "NodePorts"  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ status
+
+def running(cid: str = "c1", restarts: int = 0) -> CRIContainer:
+    return CRIContainer(cid, RUNNING, started_at=1_700_000_000 * 10**9, image_ref="sha256:abc",
+                        restart_count=restarts)
+
+
+def exited(cid: str = "c0", code: int = 1, reason: str = "") -> CRIContainer:
+    return CRIContainer(cid, EXITED, exit_code=code, reason=reason, started_at=1_700_000_000 * 10**9,
+                        finished_at=1_700_000_005 * 10**9)
+
+
+def test_phase_rules() -> None:
+    run = {"state": {"running": {}}}
+    ok = {"state": {"terminated": {"exitCode": 0}}}
+    bad = {"state": {"terminated": {"exitCode": 1}}}
+    waiting = {"state": {"waiting": {"reason": "ContainerCreating"}}}
+    crashloop = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}
+    assert pod_phase("Always", [], [run]) == "Running"
+    assert pod_phase("Always", [], [waiting]) == "Pending"
+    assert pod_phase("Always", [], [crashloop]) == "Running"
+    assert pod_phase("Never", [], [ok]) == "Succeeded"
+    assert pod_phase("Never", [], [ok, bad]) == "Failed"
+    assert pod_phase("OnFailure", [], [ok, bad]) == "Running"
+    assert pod_phase("OnFailure", [], [ok, ok]) == "Succeeded"
+    assert pod_phase("Always", [run], [waiting]) == "Pending"  # still initializing
+    assert pod_phase("Never", [bad], [waiting]) == "Failed"
+    assert pod_phase("Always", [ok], [run]) == "Running"
+
+
+def test_build_status_running_ready() -> None:
+    p = pod(ctr("a"), ctr("b"))
+    p["status"] = {"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "T0"}]}
+    views = [ContainerView("a", "busybox", running("ca"), ready=True, started=True),
+             ContainerView("b", "busybox", running("cb", 2), exited("old"), restart_count=2, ready=False,
+                           started=True)]
+    st = build_status(p, [], views, pod_ips=["10.0.0.5"], host_ip="192.168.1.1", start_time="S", now="NOW")
+    assert st["phase"] == "Running" and st["podIP"] == "10.0.0.5" and st["podIPs"] == [{"ip": "10.0.0.5"}]
+    assert st["hostIP"] == "192.168.1.1" and st["startTime"] == "S" and st["qosClass"] == "BestEffort"
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["PodScheduled"]["lastTransitionTime"] == "T0"
+    assert conds["Ready"]["status"] == "False" and conds["Ready"]["message"] == "containers with unready status: [b]"
+    a, b = st["containerStatuses"]
+    assert a["state"] == {"running": {"startedAt": "2023-11-14T22:13:20Z"}} and a["ready"] and a["started"]
+    assert a["containerID"] == "kubeletpy://ca" and a["imageID"] == "sha256:abc"
+    assert b["restartCount"] == 2 and b["lastState"]["terminated"]["exitCode"] == 1
+    assert b["lastState"]["terminated"]["reason"] == "Error"
+    views[1].ready = True
+    st2 = build_status({**p, "status": st}, [], views, pod_ips=["10.0.0.5"], host_ip="h", start_time="S",
+                       now="LATER")
+    conds2 = {c["type"]: c for c in st2["conditions"]}
+    assert conds2["Ready"]["status"] == "True" and conds2["Ready"]["lastTransitionTime"] == "LATER"
+    assert conds2["Initialized"]["lastTransitionTime"] == "NOW"  # unchanged conditions keep their time
+
+
+def test_build_status_crashloop_and_terminal() -> None:
+    p = pod(ctr("a"), restartPolicy="Always")
+    v = ContainerView("a", "busybox", exited("x", 1), restart_count=3, will_restart=True,
+                      waiting_reason="CrashLoopBackOff", waiting_message="back-off 20s")
+    st = build_status(p, [], [v], pod_ips=["10.0.0.5"], host_ip="h", start_time="S")
+    cs = st["containerStatuses"][0]
+    assert cs["state"] == {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}
+    assert cs["lastState"]["terminated"]["exitCode"] == 1 and st["phase"] == "Running"
+    p = pod(ctr("a"), restartPolicy="Never")
+    st = build_status(p, [], [ContainerView("a", "busybox", exited("x", 0))], pod_ips=[], host_ip="h",
+                      start_time="S")
+    assert st["phase"] == "Succeeded"
+    assert st["containerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    assert {c["type"]: c.get("reason") for c in st["conditions"]}["Ready"] == "PodCompleted"
+    oom = build_status(p, [], [ContainerView("a", "b", exited("x", 137, "OOMKilled"))], pod_ips=[], host_ip="h",
+                       start_time="S")
+    assert oom["phase"] == "Failed" and oom["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
+    rej = build_status(pod(ctr("a")), [], [ContainerView("a", "b")], pod_ips=[], host_ip="h", start_time=None,
+                       terminal=("Failed", "OutOfcpu", "Node didn't have enough resource: cpu"))
+    assert (rej["phase"], rej["reason"]) == ("Failed", "OutOfcpu") and "startTime" not in rej
+
+
+def test_init_containers_status() -> None:
+    p = pod(ctr("main"), init=[ctr("i1"), ctr("i2")])
+    st = build_status(p, [ContainerView("i1", "b", exited("i1", 0)), ContainerView("i2", "b", running("i2"))],
+                      [ContainerView("main", "b", waiting_reason="PodInitializing")], pod_ips=["1.2.3.4"],
+                      host_ip="h", start_time="S")
+    assert st["phase"] == "Pending"
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Initialized"]["status"] == "False"
+    assert conds["Initialized"]["message"] == "containers with incomplete status: [i2]"
+    assert st["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    assert st["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+
+
+def test_merge_diff_and_status_patch() -> None:
+    assert merge_diff({"a": 1, "b": {"c": 1, "d": 2}}, {"a": 1, "b": {"c": 2}}) == {"b": {"c": 2, "d": None}}
+    assert merge_diff({"l": [1, 2]}, {"l": [1]}) == {"l": [1]}
+    assert merge_diff({"a": 1}, {"a": 1}) == {}
+    # keys the agent does not own (e.g. nominatedNodeName) are never touched
+    assert status_patch({"phase": "Pending", "nominatedNodeName": "x"}, {"phase": "Running"}) == {"phase": "Running"}
+    assert status_patch({"phase": "Running", "podIP": "1"}, {"phase": "Running", "podIP": "1"}) == {}
+
+
+# ------------------------------------------------------------------ gc, static pods, labels, logs
+
+def test_dead_container_selection() -> None:
+    def c(cid: str, restarts: int, state: int, name: str = "a") -> SimpleNamespace:
+        return SimpleNamespace(id=cid, state=state, created_at=restarts,
+                               labels={L.POD_UID: "u", L.CONTAINER_NAME: name, L.CONTAINER_KIND: "regular"},
+                               annotations={L.RESTART_COUNT: str(restarts)})
+
+    ex, run = 2, 1
+    cs = [c("a0", 0, ex), c("a1", 1, ex), c("a2", 2, ex), c("a3", 3, run), c("b0", 0, ex, "b"), c("b1", 1, ex, "b")]
+    assert sorted(gc.dead_to_remove(cs, keep=1)) == ["a0", "a1"]  # a3 runs, a2 is its lastState
+    assert gc.dead_to_remove(cs, keep=5) == []
+
+
+def test_image_gc_selection() -> None:
+    def img(i: str, size: int) -> SimpleNamespace:
+        return SimpleNamespace(id=i, size=size, repo_tags=[f"{i}:latest"], repo_digests=[], pinned=False)
+
+    imgs = [img("a", 30), img("b", 20), img("c", 10)]
+    assert images_ids(gc.images_to_remove(imgs, set(), used=80, capacity=100, high=0.85, low=0.8)) == []
+    assert images_ids(gc.images_to_remove(imgs, {"a"}, used=90, capacity=100, high=0.85, low=0.8)) == ["b"]
+    assert images_ids(gc.images_to_remove(imgs, set(), used=100, capacity=100, high=0.85, low=0.5)) == ["a", "b"]
+
+
+def images_ids(imgs: list) -> list[str]:
+    return [i.id for i in imgs]
+
+
+def test_static_pod_manifest(tmp_path: object) -> None:
+    from pathlib import Path
+
+    d = Path(str(tmp_path))
+    (d / "web.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n"
+                                "spec: {containers: [{name: c, image: busybox}]}\n")
+    (d / "notes.txt").write_text("ignored")
+    pods = staticpods.scan(d, "n1")
+    assert len(pods) == 1
+    (uid, p), = pods.items()
+    assert p["metadata"]["name"] == "web-n1" and p["spec"]["nodeName"] == "n1"
+    assert staticpods.scan(d, "n1").keys() == pods.keys()  # same file, same uid (adoption after restart)
+    (d / "web.yaml").write_text((d / "web.yaml").read_text() + "# edited\n")
+    assert staticpods.scan(d, "n1").keys() != pods.keys()
+    m = staticpods.mirror_of(p)
+    assert staticpods.is_mirror(m) and "uid" not in m["metadata"]
+    assert m["metadata"]["annotations"][L.CONFIG_MIRROR] == uid
+
+
+def test_container_hash_tracks_spec() -> None:
+    a = ctr("a")
+    assert L.container_hash(a) == L.container_hash(dict(a))
+    assert L.container_hash(a) != L.container_hash({**a, "image": "other"})
+
+
+def test_cri_log_rendering() -> None:
+    lines = [b"2026-01-01T00:00:01.000000000Z stdout F one\n",
+             b"2026-01-01T00:00:02.000000000Z stdout P tw\n",
+             b"2026-01-01T00:00:02.500000000Z stderr F err\n",
+             b"2026-01-01T00:00:03.000000000Z stdout F o\n",
+             b"2026-01-01T00:00:04.000000000Z stdout F four\n"]
+    assert render_log(lines, timestamps=False, since=None, tail=None) == [b"one\n", b"err\n", b"two\n", b"four\n"]
+    assert render_log(lines, timestamps=False, since=None, tail=2) == [b"two\n", b"four\n"]
+    assert render_log(lines, timestamps=True, since=None, tail=1) == [b"2026-01-01T00:00:04.000000000Z four\n"]
+    import datetime as dt
+
+    since = dt.datetime(2026, 1, 1, 0, 0, 2, 400000, tzinfo=dt.UTC).timestamp()
+    assert render_log(lines, timestamps=False, since=since, tail=None) == [b"err\n", b"four\n"]
+
+
+def test_registry_auth_from_pull_secrets() -> None:
+    from kubeletpy.agent.agent import registry_auth, registry_host
+
+    assert registry_host("busybox") == "docker.io" and registry_host("library/busybox:1") == "docker.io"
+    assert registry_host("127.0.0.1:5000/x/y:1") == "127.0.0.1:5000"
+    assert registry_host("kubeletpy.local/busybox:latest") == "kubeletpy.local"
+
+    def secret(auths: dict) -> dict:
+        return {"type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": base64.b64encode(json.dumps({"auths": auths}).encode()).decode()}}
+
+    sec = secret({"https://127.0.0.1:5000": {"auth": base64.b64encode(b"u:p").decode()},
+                  "https://index.docker.io/v1/": {"username": "hub", "password": "pw"}})
+    assert registry_auth([sec], "127.0.0.1:5000/app:1") == {
+        "server_address": "127.0.0.1:5000", "auth": base64.b64encode(b"u:p").decode(), "username": "u", "password": "p"}
+    assert registry_auth([sec], "busybox")["username"] == "hub"  # type: ignore[index]
+    assert registry_auth([sec], "quay.io/x") is None
+    assert registry_auth([], "busybox") is None
+
+
+def test_cli_defaults_to_the_local_control_plane(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kubeletpy up` starts `kubeletpy agent` without flags: it joins this host's control plane."""
+    from pathlib import Path
+
+    from kubeletpy.cli import agent as cli_agent
+    from kubeletpy.cli import build_parser
+    from kubeletpy.controlplane import app, kubeconfig
+
+    d = Path(str(tmp_path))
+    kubeconfig.write(d / "admin.kubeconfig", "https://127.0.0.1:7443", b"CA-PEM", "admin-token", "admin")
+    (d / "cp").mkdir()
+    (d / "cp" / "join-token").write_text("join-token\n")
+    monkeypatch.setattr(app, "DEFAULT_KUBECONFIG", d / "admin.kubeconfig")
+    monkeypatch.setattr(app, "DEFAULT_DATA_DIR", d / "cp")
+    args = build_parser("agent").parse_args(["agent", "--root-dir", str(d / "agent")])
+    cli_agent.local_defaults(args)
+    assert (args.server, args.token) == ("https://127.0.0.1:7443", "join-token")
+    assert args.ca_file.read_bytes() == b"CA-PEM"
+    cfg = cli_agent.config_from_args(args)
+    assert cfg.server == "https://127.0.0.1:7443" and cfg.max_pods == 110 and cfg.port == 10250  # type: ignore[attr-defined]
