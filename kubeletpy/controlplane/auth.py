@@ -136,6 +136,7 @@ class Attributes:
     subresource: str
     namespace: str
     name: str
+    obj: Any = None    # the request body of a create: NodeRestriction-style checks look at it
 
 
 def _deny(user: User, a: Attributes, why: str) -> Exception:
@@ -173,6 +174,21 @@ def _references(pod: dict[str, Any], resource: str, name: str) -> bool:
     return False
 
 
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def _is_own_mirror_pod(obj: Any, node: str) -> bool:
+    """A node may create the mirror pod of one of its static pods (as NodeRestriction allows):
+    bound to itself, annotated as a mirror, and using no Secret/ConfigMap it could not read."""
+    if not isinstance(obj, dict):
+        return False
+    md, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    if MIRROR_ANNOTATION not in (md.get("annotations") or {}) or spec.get("nodeName") != node:
+        return False
+    uses = [v for v in spec.get("volumes") or [] if {"secret", "configMap", "projected"} & set(v)]
+    return not uses and not spec.get("imagePullSecrets")
+
+
 async def authorize(user: User, a: Attributes, registry: Registry) -> None:
     """Raise a 403 APIError unless `user` may do `a`."""
     if user.is_admin:
@@ -188,6 +204,8 @@ async def authorize(user: User, a: Attributes, registry: Registry) -> None:
         raise _deny(user, a, f"node '{node}' cannot modify node '{a.name}'")
     if r == "pods" and a.group == "":
         if read and sub == "":
+            return
+        if a.verb == "create" and sub == "" and _is_own_mirror_pod(a.obj, node):
             return
         if a.name and ((sub == "status" and a.verb in ("get", "update", "patch")) or (sub == "" and a.verb == "delete")):
             try:

@@ -390,7 +390,7 @@ class APIServer:
                 raise APIError(404, "NotFound", NOT_FOUND_MSG)
             body, _ = await self._read_body(request)
             body_name = ((body.get("metadata") or {}).get("name") or "") if isinstance(body, dict) else ""
-            await auth.authorize(user, auth.Attributes("create", s.group, s.resource, "", ns, str(body_name)), rt)
+            await auth.authorize(user, auth.Attributes("create", s.group, s.resource, "", ns, str(body_name), body), rt)
             obj = await rt.create(s, ns, body, ctx)
             return self._response(obj, 201, ctx)
 

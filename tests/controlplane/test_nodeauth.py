@@ -118,3 +118,23 @@ def test_join_helper_writes_a_working_node_kubeconfig(cp: ControlPlane) -> None:
     assert r.returncode == 1 and "Error from server (Forbidden)" in r.stderr
     with pytest.raises(JoinError):
         join_node(cp.url, "wrong-token", "helper-node", ca)
+
+
+def test_node_creates_only_its_own_mirror_pods(cp: ControlPlane, node: requests.Session) -> None:
+    u = cp.url + "/api/v1/namespaces/default/pods"
+    mirror = pod("static-n1")
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    mirror["spec"]["nodeName"] = "n1"
+    r = node.post(u, json=mirror)
+    assert r.status_code == 201, r.text
+    assert node.delete(u + "/static-n1").status_code == 200
+    other = json.loads(json.dumps(mirror))
+    other["metadata"]["name"], other["spec"]["nodeName"] = "static-n2", "n2"
+    assert node.post(u, json=other).status_code == 403
+    plain = json.loads(json.dumps(mirror))
+    plain["metadata"]["name"], plain["metadata"]["annotations"] = "plain-n1", {}
+    assert node.post(u, json=plain).status_code == 403
+    with_secret = json.loads(json.dumps(mirror))
+    with_secret["metadata"]["name"] = "secret-n1"
+    with_secret["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": "mine"}}]
+    assert node.post(u, json=with_secret).status_code == 403
