@@ -68,8 +68,16 @@ test: install lint
 	@if [ "$$(id -u)" != 0 ]; then echo "make test: the suite creates namespaces, mounts and cgroups; run it as root" >&2; exit 1; fi
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+KUBECTL ?= kubectl --kubeconfig /etc/kubeletpy/admin.kubeconfig
+
+# Start the single-node cluster, run the example web pod, and GET it over its pod IP.
 up: install
 	$(VENV)/bin/kubeletpy up
+	$(KUBECTL) apply -f examples/web.yaml
+	$(KUBECTL) wait --for=condition=Ready pod/web --timeout=120s
+	$(KUBECTL) get pods -o wide
+	@ip=$$($(KUBECTL) get pod web -o jsonpath='{.status.podIP}'); \
+	  echo "GET http://$$ip:8080/ ->"; busybox wget -qO- "http://$$ip:8080/"
 
 down: install
 	$(VENV)/bin/kubeletpy down

@@ -39,10 +39,25 @@ class Component:
 
 @dataclass
 class ClusterLayout:
+    """Every host path and name the cluster uses; all overridable so a test can run a
+    throw-away cluster beside a real one."""
+
+    state_root: Path
     run_root: Path
     log_dir: Path
-    state_root: Path
+    pod_log_dir: Path
+    etc_dir: Path
+    kubeconfig: Path
     listen_port: int
+    agent_port: int
+    node_name: str
+    cni_conf_dir: Path
+    cni_bin_dir: Path
+    cni_state_dir: Path
+    cni_bridge: str
+    cluster_cidr: str
+    cgroup_parent: str   # the runtime's default parent for pods without one
+    cgroup_root: str     # the agent's QoS hierarchy root (kubepods)
 
     def pid_file(self, name: str) -> Path:
         return self.run_root / f"{name}.pid"
@@ -50,43 +65,91 @@ class ClusterLayout:
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
+    @property
+    def cp_data_dir(self) -> Path:
+        return self.state_root / "controlplane"
+
+    @property
+    def cri_socket(self) -> Path:
+        return self.run_root / "cri.sock"
+
+    @property
+    def node_kubeconfig(self) -> Path:
+        return self.state_root / "agent" / "node.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.listen_port}"
+
 
 def _components(layout: ClusterLayout) -> list[Component]:
-    cp_dir = layout.state_root / "controlplane"
+    lo = layout
     return [
         Component(
             "control-plane",
             "kubeletpy.cli.controlplane",
-            ["control-plane", "--listen", f"0.0.0.0:{layout.listen_port}", "--data-dir", str(cp_dir)],
-            port=layout.listen_port,
+            ["control-plane", "--listen", f"0.0.0.0:{lo.listen_port}", "--data-dir", str(lo.cp_data_dir),
+             "--kubeconfig", str(lo.kubeconfig), "--cluster-cidr", lo.cluster_cidr],
+            port=lo.listen_port,
         ),
         Component(
             "runtime",
             "kubeletpy.cli.runtime",
-            ["runtime", "--root", str(layout.state_root), "--socket", f"unix://{layout.run_root / 'cri.sock'}"],
-            socket_path=layout.run_root / "cri.sock",
+            ["runtime", "--root", str(lo.state_root), "--run-root", str(lo.run_root),
+             "--socket", f"unix://{lo.cri_socket}", "--log-root", str(lo.pod_log_dir),
+             "--cni-conf-dir", str(lo.cni_conf_dir), "--cni-bin-dir", f"{lo.cni_bin_dir}:/usr/lib/cni",
+             "--cni-cache-dir", str(lo.cni_state_dir / "results"),
+             "--cni-data-dir", str(lo.cni_state_dir / "networks"),
+             "--cni-bridge", lo.cni_bridge, "--cgroup-parent", lo.cgroup_parent],
+            socket_path=lo.cri_socket,
         ),
-        Component("agent", "kubeletpy.cli.agent", ["agent"]),
+        Component(
+            "agent",
+            "kubeletpy.cli.agent",
+            ["agent", "--kubeconfig", str(lo.node_kubeconfig), "--node-name", lo.node_name,
+             "--cri", f"unix://{lo.cri_socket}", "--root-dir", str(lo.state_root / "agent"),
+             "--pod-log-dir", str(lo.pod_log_dir), "--manifests-dir", str(lo.etc_dir / "manifests"),
+             "--cgroup-root", lo.cgroup_root, "--port", str(lo.agent_port)],
+        ),
     ]
 
 
 def register(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("--root", type=Path, default=paths.STATE_ROOT, help="state root (default %(default)s)")
-    parser.add_argument("--run-root", type=Path, default=paths.RUN_ROOT, help="pid files and sockets")
-    parser.add_argument("--log-dir", type=Path, default=paths.DAEMON_LOG_ROOT, help="daemon logs")
-    parser.add_argument("--port", type=int, default=6443, help="API server port")
+    a = parser.add_argument
+    a("--root", type=Path, default=paths.STATE_ROOT, help="state root (default %(default)s)")
+    a("--run-root", type=Path, default=paths.RUN_ROOT, help="pid files and sockets (default %(default)s)")
+    a("--log-dir", type=Path, default=paths.DAEMON_LOG_ROOT, help="daemon logs (default %(default)s)")
+    a("--pod-log-dir", type=Path, default=paths.POD_LOG_ROOT, help="container logs (default %(default)s)")
+    a("--etc-dir", type=Path, default=paths.ETC_ROOT, help="config: manifests/ (default %(default)s)")
+    a("--kubeconfig", type=Path, default=None, help="admin kubeconfig (default <etc-dir>/admin.kubeconfig)")
+    a("--port", type=int, default=6443, help="API server port (default %(default)s)")
+    a("--agent-port", type=int, default=10250, help="the agent's HTTPS port (default %(default)s)")
+    a("--node-name", default=socket.gethostname(), help="this node's name (default: the hostname)")
+    a("--cni-conf-dir", type=Path, default=paths.CNI_CONF_DIR, help="(default %(default)s)")
+    a("--cni-bin-dir", type=Path, default=paths.CNI_BIN_DIR, help="where our CNI plugins go (default %(default)s)")
+    a("--cni-state-dir", type=Path, default=paths.CNI_STATE_DIR, help="leases and results (default %(default)s)")
+    a("--cni-bridge", default="kpbr0", help="the pod bridge (default %(default)s)")
+    a("--cluster-cidr", default="10.244.0.0/16", help="pod CIDR range (default %(default)s)")
+    a("--cgroup-parent", default="kubeletpy", help="runtime's default pod cgroup parent (default %(default)s)")
+    a("--cgroup-root", default="kubepods", help="agent's QoS cgroup root (default %(default)s)")
     if name == "up":
-        parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each component")
+        a("--timeout", type=float, default=90.0, help="seconds to wait for each component and the node")
         parser.set_defaults(func=cmd_up)
     elif name == "down":
-        parser.add_argument("--purge", action="store_true", help="also delete state and certificates")
+        a("--purge", action="store_true", help="also delete state, certificates and CNI config")
         parser.set_defaults(func=cmd_down)
     else:
         parser.set_defaults(func=cmd_status)
 
 
 def _layout(args: argparse.Namespace) -> ClusterLayout:
-    return ClusterLayout(args.run_root, args.log_dir, args.root, args.port)
+    return ClusterLayout(
+        state_root=args.root, run_root=args.run_root, log_dir=args.log_dir, pod_log_dir=args.pod_log_dir,
+        etc_dir=args.etc_dir, kubeconfig=args.kubeconfig or args.etc_dir / "admin.kubeconfig",
+        listen_port=args.port, agent_port=args.agent_port, node_name=args.node_name,
+        cni_conf_dir=args.cni_conf_dir, cni_bin_dir=args.cni_bin_dir, cni_state_dir=args.cni_state_dir,
+        cni_bridge=args.cni_bridge, cluster_cidr=args.cluster_cidr, cgroup_parent=args.cgroup_parent,
+        cgroup_root=args.cgroup_root)
 
 
 def running_pid(pid_file: Path) -> int | None:
@@ -127,9 +190,64 @@ def _start(c: Component, layout: ClusterLayout) -> int:
     return proc.pid
 
 
+def _prepare_node(layout: ClusterLayout) -> None:
+    """Host pieces every component expects: CNI plugins on disk, the local demo image."""
+    from cni.install import install_plugins
+    from cri.images import ImageNotFound, ImageStore
+
+    written = install_plugins(layout.cni_bin_dir)
+    print(f"{'cni plugins':14} installed into {layout.cni_bin_dir} ({len(written)} wrappers)")
+    store = ImageStore(root=layout.state_root)
+    try:
+        img = store.get("kubeletpy.local/busybox:latest")
+        print(f"{'image':14} kubeletpy.local/busybox:latest present ({img.id[:19]})")
+    except ImageNotFound:
+        img = store.build_busybox()
+        print(f"{'image':14} built kubeletpy.local/busybox:latest ({img.id[:19]}) from the host's busybox")
+
+
+def _join_node(layout: ClusterLayout) -> None:
+    """Exchange the control plane's join token for this node's own credential (kept 0600),
+    so no token ever appears on a command line."""
+    from cri.fsutil import atomic_write_bytes
+    from kubeletpy.controlplane.join import join_node
+
+    join_token = (layout.cp_data_dir / "join-token").read_text().strip()
+    ca = (layout.cp_data_dir / "pki" / "ca.crt").read_bytes()
+    text = join_node(layout.server, join_token, layout.node_name, ca)
+    atomic_write_bytes(layout.node_kubeconfig, text.encode(), mode=0o600)
+
+
+def _api_get(layout: ClusterLayout, path: str) -> dict | None:
+    """GET with the admin kubeconfig (CA-verified); None when the server cannot answer yet."""
+    import base64
+    import json
+    import ssl
+    import urllib.request
+
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(layout.kubeconfig.read_text())
+        cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
+        ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        req = urllib.request.Request(cluster["server"] + path, headers={"Authorization": f"Bearer {user['token']}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _node_ready(layout: ClusterLayout) -> bool:
+    node = _api_get(layout, f"/api/v1/nodes/{layout.node_name}") or {}
+    conds = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     layout = _layout(args)
-    failed = False
+    _prepare_node(layout)
+    started_any = False
     for c in _components(layout):
         if not c.available():
             print(f"{c.name:14} not installed yet (its code has not landed) — skipped")
@@ -138,17 +256,30 @@ def cmd_up(args: argparse.Namespace) -> int:
         if pid is not None:
             print(f"{c.name:14} already running (pid {pid})")
             continue
+        if c.name == "agent":
+            _join_node(layout)
         pid = _start(c, layout)
+        started_any = True
         deadline = time.monotonic() + args.timeout
         while not _answers(c):
             if running_pid(layout.pid_file(c.name)) is None or time.monotonic() > deadline:
                 print(f"{c.name:14} FAILED to start; see {layout.log_file(c.name)}", file=sys.stderr)
-                failed = True
-                break
+                return 1
             time.sleep(0.1)
-        else:
-            print(f"{c.name:14} started (pid {pid}, log {layout.log_file(c.name)})")
-    return 1 if failed else 0
+        print(f"{c.name:14} started (pid {pid}, log {layout.log_file(c.name)})")
+    if not all(c.available() for c in _components(layout)):
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while not _node_ready(layout):
+        if time.monotonic() > deadline:
+            print(f"node {layout.node_name} did not become Ready in {args.timeout:.0f}s; "
+                  f"see {layout.log_dir}/*.log", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print(f"{'node':14} {layout.node_name} Ready{'' if started_any else ' (nothing needed starting)'}")
+    print(f"\nUse it:\n  export KUBECONFIG={layout.kubeconfig}\n  kubectl get nodes\n"
+          "  kubectl apply -f examples/web.yaml")
+    return 0
 
 
 def _stop(pid: int, grace: float = 10.0) -> None:
@@ -165,24 +296,76 @@ def _stop(pid: int, grace: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _remove_all_pods(layout: ClusterLayout) -> int:
+    """Stop and remove every sandbox through the CRI (containers, CNI DEL, mounts, cgroups)."""
+    if not layout.cri_socket.exists():
+        return 0
+    import grpc
+
+    from kubeletpy.cli.crictl import CRIClient
+
+    client = CRIClient(f"unix://{layout.cri_socket}", timeout=60)
+    n = 0
+    try:
+        for pod in client.list_pods():
+            client.stop_pod(pod.id)
+            client.remove_pod(pod.id)
+            n += 1
+    except grpc.RpcError as e:
+        print(f"{'pods':14} could not remove all pods: {e.details() if hasattr(e, 'details') else e}",
+              file=sys.stderr)
+    finally:
+        client.close()
+    return n
+
+
+def _rmdir_cgroups(name: str) -> None:
+    """Remove `name` (and empty children) from every cgroup hierarchy, deepest first."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / name
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     layout = _layout(args)
-    # Reverse order: the agent first, so nothing restarts pods while we tear down.
-    for c in reversed(_components(layout)):
-        pid = running_pid(layout.pid_file(c.name))
+    # The agent first, so nothing restarts pods while we tear down; then the pods, through
+    # the still-running runtime; then the runtime and the control plane.
+    for name in ("agent", "runtime", "control-plane"):
+        if name == "runtime" and running_pid(layout.pid_file("runtime")) is not None:
+            n = _remove_all_pods(layout)
+            print(f"{'pods':14} {n} removed")
+        pid = running_pid(layout.pid_file(name))
         if pid is None:
-            print(f"{c.name:14} not running")
+            print(f"{name:14} not running")
         else:
             _stop(pid)
-            print(f"{c.name:14} stopped (pid {pid})")
+            print(f"{name:14} stopped (pid {pid})")
         with contextlib.suppress(FileNotFoundError):
-            layout.pid_file(c.name).unlink()
+            layout.pid_file(name).unlink()
+    # Each pod's CNI DEL removed its veth, lease and NAT rules; what is left is shared.
+    subprocess.run(["ip", "link", "del", layout.cni_bridge], capture_output=True)
+    for name in (layout.cgroup_root, layout.cgroup_parent):
+        _rmdir_cgroups(name)
+    print(f"{'host':14} bridge {layout.cni_bridge} and cgroups removed")
     if args.purge:
         import shutil
 
-        for d in (layout.state_root, paths.ETC_ROOT):
+        from cni import firewall
+
+        firewall.remove_all()  # the shared NAT table too: only when nothing of ours stays
+
+        for d in (layout.state_root, layout.etc_dir, layout.cni_state_dir / "networks" / "kubeletpy"):
             shutil.rmtree(d, ignore_errors=True)
             print(f"purged {d}")
+        for f in layout.cni_conf_dir.glob("*kubeletpy*"):
+            f.unlink()
+            print(f"purged {f}")
     return 0
 
 
@@ -200,4 +383,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             health = "healthy" if _answers(c) else "not answering"
             print(f"{c.name:14} running (pid {pid}) {health}")
+    if running_pid(layout.pid_file("control-plane")) is not None:
+        print(f"{'node':14} {layout.node_name} {'Ready' if _node_ready(layout) else 'NotReady'}")
     return 0 if all_ok else 3

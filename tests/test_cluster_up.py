@@ -1,0 +1,104 @@
+"""`kubeletpy up` / `status` / `down` end to end: a throw-away single-node cluster (own
+dirs, ports, bridge, pod CIDR and cgroup names), the example web pod applied with real
+kubectl and reached over its pod IP, then `down` leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KUBECTL = "/usr/bin/kubectl"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _host_state(tag: str, base: Path) -> dict[str, object]:
+    """What a cluster leaves on the host, restricted to this test's names."""
+    mounts = [ln for ln in Path("/proc/self/mountinfo").read_text().splitlines() if str(base) in ln]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/kpt*{tag}*"))
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(base).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                procs.append(pid)
+        except OSError:
+            pass
+    leases = sorted(p.name for p in (base / "cni" / "networks").glob("*/*") if p.name[0].isdigit())
+    return {"mounts": mounts, "bridge": f"kptb{tag}" in links, "veths_on_bridge": f"master kptb{tag}" in links,
+            "cgroups": cgroups, "procs": procs, "leases": leases}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    tag = secrets.token_hex(2)
+    base = tmp_path / "c"
+    args = ["--root", str(base / "state"), "--run-root", str(base / "run"), "--log-dir", str(base / "log"),
+            "--pod-log-dir", str(base / "pods"), "--etc-dir", str(base / "etc"), "--port", str(_free_port()),
+            "--agent-port", "0", "--node-name", f"kpt-node-{tag}", "--cni-conf-dir", str(base / "net.d"),
+            "--cni-bin-dir", str(base / "bin"), "--cni-state-dir", str(base / "cni"), "--cni-bridge", f"kptb{tag}",
+            "--cluster-cidr", f"10.{200 + int(tag, 16) % 40}.0.0/16", "--cgroup-parent", f"kpt-rt-{tag}",
+            "--cgroup-root", f"kpt-pods-{tag}"]
+
+    def kp(*cmd: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kubeletpy", *cmd, *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
+
+    def kubectl(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KUBECTL, "--kubeconfig", str(base / "etc" / "admin.kubeconfig"),
+                               "--cache-dir", str(tmp_path / "kcache"), *cmd],
+                              capture_output=True, text=True, timeout=timeout)
+
+    try:
+        yield kp, kubectl, tag, base
+    finally:
+        kp("down", "--purge")
+
+
+def test_up_runs_the_web_example_and_down_leaves_nothing(cluster) -> None:
+    kp, kubectl, tag, base = cluster
+    up = kp("up")
+    assert up.returncode == 0, up.stdout + up.stderr + "".join(
+        f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in (base / "log").glob("*.log"))
+    for name in ("control-plane", "runtime", "agent"):
+        assert f"{name:14} started" in up.stdout
+    assert f"kpt-node-{tag} Ready" in up.stdout
+
+    again = kp("up")  # idempotent: nothing restarted, pods undisturbed
+    assert again.returncode == 0 and again.stdout.count("already running") == 3, again.stdout
+
+    r = kubectl("apply", "-f", str(REPO / "examples" / "web.yaml"))
+    assert r.returncode == 0, r.stderr
+    r = kubectl("wait", "--for=condition=Ready", "pod/web", "--timeout=120s")
+    assert r.returncode == 0, r.stderr + kubectl("get", "pod", "web", "-o", "yaml").stdout
+    ip = kubectl("get", "pod", "web", "-o", "jsonpath={.status.podIP}").stdout
+    with urllib.request.urlopen(f"http://{ip}:8080/", timeout=10) as resp:
+        assert resp.read().decode().strip() == "hello from web"
+    r = kubectl("exec", "web", "--", "hostname")
+    assert r.stdout.strip() == "web", r.stderr
+
+    st = kp("status")
+    assert st.returncode == 0 and st.stdout.count("healthy") == 3 and "Ready" in st.stdout, st.stdout
+
+    during = _host_state(tag, base)
+    assert during["bridge"] and during["veths_on_bridge"] and during["leases"] == [ip]
+
+    down = kp("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "1 removed" in down.stdout
+    after = _host_state(tag, base)
+    assert after == {"mounts": [], "bridge": False, "veths_on_bridge": False, "cgroups": [], "procs": [],
+                     "leases": []}, after
+    assert kp("status").returncode == 3  # stopped components are reported as such
