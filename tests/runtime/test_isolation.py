@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 from cri.runtime import ContainerState, DNSConfig, NamespaceMode, NamespaceOption, Runtime
 from cri.runtime.spec import DEFAULT_CAPS, cap_mask
@@ -34,7 +35,8 @@ def test_container_is_isolated(rt: Runtime, pod) -> None:
 
     ls = rt.exec_sync(cid, ["ls", "/"], timeout=10).stdout.decode().split()
     assert "bin" in ls and "work" not in ls  # the root is the image, not the host
-    assert rt.exec_sync(cid, ["test", "-e", "/work/main"], timeout=10).exit_code == 1
+    repo = str(Path(__file__).resolve().parents[2])  # exists on the host, not in the image
+    assert rt.exec_sync(cid, ["test", "-e", repo], timeout=10).exit_code == 1
 
 
 def test_standard_mounts_masks_and_caps(rt: Runtime, pod) -> None:
