@@ -151,3 +151,28 @@ def load_seccomp_bpf(program: bytes) -> None:
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0), "seccomp")
+
+
+_SYS_RT_SIGACTION = 13  # x86_64
+_SIGSET_BYTES = 8
+
+
+def inherited_ignored_signals() -> list[int]:
+    """Signals this process inherited as ignored (SigIgn in /proc/self/status).
+
+    An ignored disposition survives fork and execve, so whatever the runtime's own
+    parent ignored (a shell's background job ignores SIGINT/SIGQUIT, some launchers
+    ignore glibc's reserved real-time signals) would leak into every container."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("SigIgn:"):
+                mask = int(line.split()[1], 16)
+                return [n + 1 for n in range(64) if mask >> n & 1]
+    return []
+
+
+def default_signal(sig: int) -> None:
+    """Set `sig` to SIG_DFL with the raw syscall: glibc refuses 32 and 33 (its own)."""
+    act = (ctypes.c_ulong * 4)(0, 0, 0, 0)  # handler SIG_DFL, flags, restorer, empty mask
+    _check(_libc.syscall(_SYS_RT_SIGACTION, ctypes.c_int(sig), ctypes.byref(act), None,
+                         ctypes.c_size_t(_SIGSET_BYTES)), f"rt_sigaction({sig})")

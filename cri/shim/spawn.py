@@ -411,13 +411,20 @@ def _recv_exact(fd: int, n: int) -> tuple[bytes, list[int]]:
     return bytes(data), fds
 
 
+# Read once in the shim (before it ignores anything itself): children inherit the same set.
+INHERITED_IGNORED = tuple(s for s in L.inherited_ignored_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+
+
 def reset_signals() -> None:
     """Undo what the shim (and CPython) did to signals, or the container would inherit it:
     SIGPIPE and SIGXFSZ ignored by Python at start-up stay ignored across execve, and the
-    shim's handlers must never run in a child. The caller unblocks signals afterwards."""
+    shim's handlers must never run in a child; nor may anything ignored by whoever started
+    the runtime. The caller unblocks signals afterwards."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    for sig in INHERITED_IGNORED:
+        L.default_signal(sig)
 
 
 def _stdio(stdio: tuple[int, int, int], reset: bool = True) -> None:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 from pathlib import Path
 
 from cri.runtime import ContainerState, DNSConfig, NamespaceMode, NamespaceOption, Runtime
 from cri.runtime.spec import DEFAULT_CAPS, cap_mask
-from cri.runtime.types import LinuxPodSandboxConfig, LinuxSandboxSecurityContext
+from cri.runtime.types import (
+    ContainerConfig,
+    ContainerMetadata,
+    ImageSpec,
+    LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext,
+    PodSandboxConfig,
+    PodSandboxMetadata,
+)
 
-from .conftest import run
+from .conftest import BUSYBOX, run
 
 
 def test_container_is_isolated(rt: Runtime, pod) -> None:
@@ -91,3 +101,34 @@ def test_pod_with_host_namespaces(rt: Runtime, pod) -> None:
 def _ns_linux(ns: NamespaceOption):  # type: ignore[no-untyped-def]
     from cri.runtime.types import LinuxContainerConfig, LinuxContainerSecurityContext
     return LinuxContainerConfig(security_context=LinuxContainerSecurityContext(namespace_options=ns))
+
+
+def _set_raw(sig: int, handler: int) -> None:
+    """rt_sigaction with the raw syscall: glibc refuses its reserved signals 32 and 33."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    act = (ctypes.c_ulong * 4)(handler, 0, 0, 0)
+    assert libc.syscall(13, ctypes.c_int(sig), ctypes.byref(act), None, ctypes.c_size_t(8)) == 0
+
+
+def test_signals_ignored_by_whoever_started_the_runtime_do_not_reach_containers(rt_roots: dict) -> None:
+    """A background shell job ignores SIGINT/SIGQUIT; some launchers ignore signal 32. Dispositions
+    survive fork and execve, so the shim must reset them all, as runc does."""
+    old_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    _set_raw(32, 1)  # SIG_IGN
+    try:
+        r = Runtime(rt_roots["root"], rt_roots["run_root"] + "-sig", rt_roots["log_root"],
+                    cgroup_parent=rt_roots["cgroup_parent"])
+    finally:
+        signal.signal(signal.SIGUSR1, old_usr1)
+        _set_raw(32, 0)
+    try:
+        sid = r.run_pod_sandbox(PodSandboxConfig(metadata=PodSandboxMetadata("sig", "uid-sig", "test")))
+        cid = r.create_container(sid, ContainerConfig(metadata=ContainerMetadata("c"),
+                                                      image=ImageSpec(BUSYBOX), command=["sleep", "60"]))
+        r.start_container(cid)
+        out = r.exec_sync(cid, ["grep", "SigIgn", "/proc/1/status"], timeout=10).stdout.decode()
+        assert int(out.split()[1], 16) == 0, out
+    finally:
+        for sb in r.list_pod_sandboxes():
+            r.remove_pod_sandbox(sb.id)
+        r.close()
