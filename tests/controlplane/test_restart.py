@@ -1,4 +1,6 @@
-"""Persistence across restarts, watch resume from a resourceVersion, and 410 after compaction."""
+"""Persistence across restarts, watch resume from a resourceVersion, and 410 after compaction,
+on both datastores (etcd: a fresh cluster for this module, since its 1 s compaction would cut
+the history of the session's shared etcd)."""
 
 from __future__ import annotations
 
@@ -12,15 +14,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import ControlPlane, pod
+from .conftest import ControlPlane, pod, start_etcd
 
 
 @pytest.fixture(scope="module")
-def rcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    c = ControlPlane(tmp_path_factory.mktemp("restart"), compaction=1.0)
-    c.start()
-    yield c
-    c.stop()
+def rcp(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    etcd = start_etcd(tmp_path_factory, "etcd-restart") if backend == "etcd" else None
+    c = ControlPlane(tmp_path_factory.mktemp(f"restart-{backend}"), compaction=1.0,
+                     datastore=etcd.url if etcd else "")
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        if etcd:
+            etcd.stop()
 
 
 def events(s: requests.Session, u: str) -> list[dict]:
@@ -74,10 +82,13 @@ def test_watch_resumes_across_restart_then_expires(rcp: ControlPlane) -> None:
     assert events(s, rcp.url + f"/api/v1/namespaces/wr/pods?watch=true&resourceVersion={rv2}&timeoutSeconds=1") == []
 
 
-def test_two_instances_side_by_side(tmp_path: Path, rcp: ControlPlane) -> None:
-    other = ControlPlane(tmp_path)
-    other.start()
+def test_two_instances_side_by_side(tmp_path: Path, rcp: ControlPlane,
+                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    # another data dir and another datastore (on etcd: another cluster; one etcd is *shared* state)
+    etcd = start_etcd(tmp_path_factory, "etcd-other") if rcp.backend == "etcd" else None
+    other = ControlPlane(tmp_path, datastore=etcd.url if etcd else "")
     try:
+        other.start()
         assert other.url != rcp.url
         s = other.session()
         s.post(other.url + "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "only-here"}})
@@ -85,6 +96,8 @@ def test_two_instances_side_by_side(tmp_path: Path, rcp: ControlPlane) -> None:
         assert rcp.session(token=other.token).get(rcp.url + "/api/v1/pods").status_code == 401
     finally:
         other.stop()
+        if etcd:
+            etcd.stop()
 
 
 def test_cli_rejects_bad_flags(tmp_path: Path) -> None:

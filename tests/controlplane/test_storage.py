@@ -1,4 +1,8 @@
-"""The SQLite datastore against the storage interface contract (what an etcd backend must also do)."""
+"""The SQLite datastore against the storage interface contract (what an etcd backend must also do).
+
+SQLite-only by nature (the state.db file, `sqlite://` URLs, sync modes, reopening the same file);
+the etcd backend's run of the same contract is tests/etcd/test_storage_etcd.py, and every API test
+in this directory runs on both backends (the `backend` fixture in conftest.py)."""
 
 from __future__ import annotations
 
