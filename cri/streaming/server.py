@@ -73,8 +73,9 @@ def negotiate(client: list[str], server: list[str]) -> str | None:
     return next((p for p in client if p in server), None)
 
 
-class _Hijacked(web.StreamResponse):
-    """Handed back to aiohttp after we wrote our own 101 and owned the socket: sends nothing."""
+class HijackedResponse(web.StreamResponse):
+    """Handed back to aiohttp after a handler wrote its own 101 and took the socket over
+    (SPDY, or a spliced proxy connection): sends nothing and closes when done."""
 
     def __init__(self) -> None:
         super().__init__(status=101)
@@ -204,7 +205,7 @@ async def serve_exec(
             await remotecommand.serve_spdy(conn.session, protocol, options, backend, attach)
         finally:
             await conn.finish()
-        return _Hijacked()
+        return HijackedResponse()
     return status_response(400, "BadRequest", "Upgrade request required")
 
 
@@ -233,7 +234,7 @@ async def serve_portforward(request: web.Request, backend: PortForwardBackend) -
             await portforward.serve_spdy(conn.session, backend)
         finally:
             await conn.finish()
-        return _Hijacked()
+        return HijackedResponse()
     return status_response(400, "BadRequest", "Upgrade request required")
 
 

@@ -37,6 +37,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from cri.streaming.server import HijackedResponse
 from kubeletpy.agent import labels as L
 from kubeletpy.agent.cri import errmsg, pb
 from kubeletpy.apiclient import SECRETS, ApiError, Client, ClientConfig, TransportError
@@ -137,18 +138,6 @@ class _Splice(asyncio.Protocol):
         self.upstream.close()
 
 
-class _Hijacked(web.StreamResponse):
-    def __init__(self) -> None:
-        super().__init__(status=101)
-        self.force_close()
-
-    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
 _HOP_HEADERS = ("connection", "upgrade", "x-stream-protocol-version", "sec-websocket-key", "sec-websocket-version",
                 "sec-websocket-protocol", "sec-websocket-extensions", "content-length")
 
@@ -202,7 +191,7 @@ async def proxy_upgrade(request: web.Request, url: str, query: str = "") -> web.
 
     # The handler lives as long as the splice: aiohttp closes the socket when it returns.
     await pump()
-    return _Hijacked()
+    return HijackedResponse()
 
 
 class AgentServer:

@@ -41,6 +41,8 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from aiohttp import web
 
+from cri.streaming.server import HijackedResponse
+
 from . import kinds
 from .errors import APIError, bad_request
 from .registry import Registry
@@ -278,7 +280,7 @@ class NodeProxy:
                 transport.resume_reading()
         request.protocol.close()  # no keep-alive: the socket is spliced until one side hangs up
         await splice.pump(reader)
-        return _Hijacked()
+        return HijackedResponse()
 
 
 def agent_error(status: int, ctype: str, body: bytes, node: str) -> APIError:
@@ -297,20 +299,6 @@ def agent_error(status: int, ctype: str, body: bytes, node: str) -> APIError:
         text = f"the agent on node {node} refused the API server's credentials ({status}: {text})"
         status = 502
     return APIError(status, reason, text)
-
-
-class _Hijacked(web.StreamResponse):
-    """Handed back to aiohttp after the socket was spliced: sends nothing."""
-
-    def __init__(self) -> None:
-        super().__init__(status=101)
-        self.force_close()
-
-    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
 
 
 class _Splice(asyncio.Protocol):
