@@ -53,17 +53,16 @@ from .storage import (
     KeyNotFoundError,
     KeyValue,
     ListResult,
+    QueueWatcher,
     Storage,
     StorageError,
     Watcher,
     WatchEvent,
-    WatchOverflowError,
 )
 
 log = logging.getLogger("kubeletpy.controlplane.storage_etcd")
 
 RING_SIZE = 8192
-MAX_WATCH_BACKLOG = 50_000
 _RETRYABLE_CODES = {4, 14}  # gRPC DeadlineExceeded, Unavailable (no leader, leader changed, timeout)
 _COMPACTED_CODE = 11        # gRPC OutOfRange: "mvcc: required revision has been compacted"
 
@@ -130,19 +129,18 @@ def _event(e: dict[str, Any]) -> WatchEvent:
     return WatchEvent("PUT", key, _unb64(kv.get("value")), rev, int(kv.get("create_revision") or 0), prev_value)
 
 
-class _Sub(Watcher):
+class _Sub(QueueWatcher):
     """One registry watcher, fed by the pump (and first by a history loader when needed)."""
 
+    overflow_message = "watch history is compacted or the watcher fell behind"
+
     def __init__(self, store: EtcdStorage, prefix: str, after: int) -> None:
+        super().__init__()
         self._store = store
         self.prefix = prefix
         self.after = after              # deliver only revisions > after
         self.loading = False            # history being fetched: park live events in `held`
         self.held: list[WatchEvent] = []
-        self._q: collections.deque[WatchEvent] = collections.deque()
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._overflow = False
         self.loader: asyncio.Task | None = None
 
     def push(self, ev: WatchEvent) -> None:
@@ -154,12 +152,9 @@ class _Sub(Watcher):
         self._deliver(ev)
 
     def _deliver(self, ev: WatchEvent) -> None:
-        if len(self._q) >= MAX_WATCH_BACKLOG:
-            self.overflow()
-            return
-        self._q.append(ev)
-        self.after = ev.revision if ev.revision > self.after else self.after
-        self._wake.set()
+        if ev.revision > self.after:
+            self.after = ev.revision
+        self._enqueue(ev)
 
     def finish_loading(self, history: list[WatchEvent]) -> None:
         self.loading = False
@@ -171,31 +166,10 @@ class _Sub(Watcher):
             if ev.revision > self.after:
                 self._deliver(ev)
 
-    def overflow(self) -> None:
-        self._overflow = True
-        self.close()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store._subs.discard(self)
-            if self.loader is not None:
-                self.loader.cancel()
-            self._wake.set()
-
-    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
-        try:
-            while True:
-                while self._q:
-                    yield self._q.popleft()
-                if self._overflow:
-                    raise WatchOverflowError("watch history is compacted or the watcher fell behind")
-                if self._closed:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-        finally:
-            self.close()
+    def _on_close(self) -> None:
+        self._store._subs.discard(self)
+        if self.loader is not None:
+            self.loader.cancel()
 
 
 class EtcdStorage(Storage):

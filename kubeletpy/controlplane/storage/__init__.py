@@ -20,6 +20,8 @@ SQLite backend answers reads synchronously underneath.
 from __future__ import annotations
 
 import abc
+import asyncio
+import collections
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +109,58 @@ class Watcher(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+MAX_WATCH_BACKLOG = 50_000  # a watcher further behind than this is dropped (the client re-lists)
+
+
+class QueueWatcher(Watcher):
+    """A watcher the store pushes events into and the consumer drains.
+
+    The backlog is bounded: a consumer that falls too far behind is dropped with
+    WatchOverflowError (its client re-lists) instead of growing the server's memory."""
+
+    overflow_message = "watcher fell too far behind"
+
+    def __init__(self) -> None:
+        self._q: collections.deque[WatchEvent] = collections.deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._overflow = False
+
+    def _enqueue(self, ev: WatchEvent) -> None:
+        if len(self._q) >= MAX_WATCH_BACKLOG:
+            self.overflow()
+            return
+        self._q.append(ev)
+        self._wake.set()
+
+    def overflow(self) -> None:
+        self._overflow = True
+        self.close()
+
+    def _on_close(self) -> None:
+        """Unsubscribe from the store (backend-specific)."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._on_close()
+            self._wake.set()
+
+    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        try:
+            while True:
+                while self._q:
+                    yield self._q.popleft()
+                if self._overflow:
+                    raise WatchOverflowError(self.overflow_message)
+                if self._closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            self.close()
 
 
 class Storage(abc.ABC):

@@ -34,7 +34,6 @@ import builtins
 import collections
 import os
 import sqlite3
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +45,11 @@ from . import (
     KeyNotFoundError,
     KeyValue,
     ListResult,
+    QueueWatcher,
     Storage,
     StorageError,
     Watcher,
     WatchEvent,
-    WatchOverflowError,
 )
 
 _SCHEMA = """
@@ -66,7 +65,6 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) 
 
 RING_SIZE = 8192           # recent events kept in memory for cheap watch resumes
 CACHE_DEPTH = 256          # how many of them keep their shared decoded/encoded forms
-MAX_WATCH_BACKLOG = 50_000  # a watcher further behind than this is dropped (client re-lists)
 
 
 def _prefix_end(prefix: str) -> str:
@@ -83,49 +81,24 @@ class _Op:
     fut: asyncio.Future
 
 
-class _Sub(Watcher):
-    """One watcher: a backlog deque fed by the store, drained by the consumer."""
+class _Sub(QueueWatcher):
+    """One watcher, fed by the store's commit path."""
 
     def __init__(self, store: SQLiteStorage, prefix: str, after: int) -> None:
+        super().__init__()
         self._store = store
         self.prefix = prefix
         self.after = after  # only events newer than this (a watch may start ahead of the store)
-        self._q: collections.deque[WatchEvent] = collections.deque()
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._overflow = False
 
     def push(self, ev: WatchEvent) -> None:
         # `after` also drops an event already replayed from history and then published live
         if self._closed or ev.revision <= self.after:
             return
         self.after = ev.revision
-        if len(self._q) >= MAX_WATCH_BACKLOG:
-            self._overflow = True
-            self.close()
-            return
-        self._q.append(ev)
-        self._wake.set()
+        self._enqueue(ev)
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store._subs.discard(self)
-            self._wake.set()
-
-    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
-        try:
-            while True:
-                while self._q:
-                    yield self._q.popleft()
-                if self._overflow:
-                    raise WatchOverflowError("watcher fell too far behind")
-                if self._closed:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-        finally:
-            self.close()
+    def _on_close(self) -> None:
+        self._store._subs.discard(self)
 
 
 class SQLiteStorage(Storage):
