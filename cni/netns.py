@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -79,6 +80,47 @@ def run_in_netns(fd: int, fn: Callable[[], T]) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFHWADDR, SIOCGIFINDEX = 0x8913, 0x8914, 0x8927, 0x8933
+IFF_UP = 0x1
+
+
+def inet_socket(fd: int) -> socket.socket:
+    """A datagram socket inside the namespace ``fd``: interface ioctls on it act there.
+
+    For the few per-interface facts a plugin needs (index, MAC, up/down) an ioctl is
+    one syscall, where an IPRoute request builds and decodes a whole netlink message
+    set in Python — the bulk of an ADD's CPU when 30 pods start at once.
+    """
+    return run_in_netns(fd, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
+
+
+def _ifreq(name: str, tail: bytes = b"") -> bytes:
+    raw = name.encode()
+    if not raw or len(raw) >= 16:
+        raise OSError(errno.ENODEV, f"bad interface name {name!r}")
+    return struct.pack("16s", raw) + tail.ljust(24, b"\0")
+
+
+def if_index(s: socket.socket, name: str) -> int:
+    return int(struct.unpack_from("i", fcntl.ioctl(s.fileno(), SIOCGIFINDEX, _ifreq(name)), 16)[0])
+
+
+def if_mac(s: socket.socket, name: str) -> str:
+    data = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, _ifreq(name))
+    return ":".join(f"{b:02x}" for b in data[18:24])  # sockaddr: family (2 bytes), then the address
+
+
+def if_flags(s: socket.socket, name: str) -> int:
+    return int(struct.unpack_from("H", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, _ifreq(name)), 16)[0])
+
+
+def if_set_up(s: socket.socket, name: str, up: bool) -> None:
+    flags = if_flags(s, name)
+    new = flags | IFF_UP if up else flags & ~IFF_UP
+    if new != flags:
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, _ifreq(name, struct.pack("H", new)))
 
 
 def _netlink_socket() -> socket.socket:

@@ -35,7 +35,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cni import firewall
-from cni.netns import drop_host_iproute, host_iproute, iproute, open_netns, read_sysctl, write_sysctl
+from cni.netns import (
+    drop_host_iproute,
+    host_iproute,
+    if_flags,
+    if_index,
+    if_mac,
+    if_set_up,
+    inet_socket,
+    iproute,
+    open_netns,
+    read_sysctl,
+    write_sysctl,
+)
 from cni.plugins import delegate_ipam
 from cni.spec import ERR_CHECK_FAILED, ERR_EXISTS, ERR_INVALID_CONFIG, CNIArgs, CNIError
 
@@ -146,8 +158,43 @@ def _random_mac() -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
+class _BridgeLink(dict):
+    """The two facts ADD needs of an existing bridge, shaped like the netlink message."""
+
+    def get_attr(self, name: str) -> Any:
+        return self.get(name)
+
+
+_host_sock: socket.socket | None = None
+
+
+def _bridge_fast(c: BridgeConf) -> _BridgeLink | None:
+    """An existing, up bridge by ioctls (index, flags, MAC) and sysfs (is it a bridge):
+    every ADD but the first one finds it so, and an RTM_GETLINK of a bridge decoded by
+    pyroute2 costs more CPU than all of these. None: take the netlink path."""
+    global _host_sock
+    if c.promisc:
+        return None
+    try:
+        if _host_sock is None:
+            _host_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        s = _host_sock
+        idx = if_index(s, c.bridge)
+        if not os.path.isdir(f"/sys/class/net/{c.bridge}/bridge") or not if_flags(s, c.bridge) & 1:
+            return None
+        mac = if_mac(s, c.bridge)
+        if if_index(s, c.bridge) != idx:  # replaced meanwhile: let netlink sort it out
+            return None
+    except OSError:
+        return None
+    return _BridgeLink(index=idx, IFLA_ADDRESS=mac)
+
+
 def ensure_bridge(host: IPRoute, c: BridgeConf) -> Any:
     """Create the bridge if missing (tolerating a concurrent creator); bring it up; return the link."""
+    fast = _bridge_fast(c)
+    if fast is not None:
+        return fast
     link = _link(host, c.bridge)
     if link is None:
         # A fixed MAC: otherwise the bridge takes the lowest port MAC, which changes as
@@ -259,9 +306,9 @@ def _add(c: BridgeConf, conf: Mapping[str, Any], args: CNIArgs, nsfd: int, ns: I
         with open(f"/sys/class/net/{veth}/brport/hairpin_mode", "w") as f:
             f.write("1")
 
-    clink = ns.link("get", ifname=args.ifname)[0]
-    cidx = clink["index"]
-    ns.link("set", index=cidx, state="up")
+    with inet_socket(nsfd) as nss:  # ioctls instead of RTM_GETLINK/SETLINK built and decoded in Python
+        cidx, cmac = if_index(nss, args.ifname), if_mac(nss, args.ifname)
+        if_set_up(nss, args.ifname, True)
     ips = [ipaddress.ip_interface(i["address"]) for i in ipam["ips"]]
     gateways: dict[int, str] = {}
     for entry, ipi in zip(ipam["ips"], ips, strict=True):
@@ -294,7 +341,7 @@ def _add(c: BridgeConf, conf: Mapping[str, Any], args: CNIArgs, nsfd: int, ns: I
         "interfaces": [
             {"name": c.bridge, "mac": br.get_attr("IFLA_ADDRESS")},
             {"name": veth, "mac": host_mac},
-            {"name": args.ifname, "mac": clink.get_attr("IFLA_ADDRESS"), "mtu": mtu, "sandbox": args.netns},
+            {"name": args.ifname, "mac": cmac, "mtu": mtu, "sandbox": args.netns},
         ],
         "ips": [dict(i, interface=2) for i in ipam["ips"]],
         "routes": routes,

@@ -10,20 +10,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from cni.netns import iproute, open_netns
+from cni.netns import if_set_up, inet_socket, iproute, open_netns
 from cni.spec import ERR_CHECK_FAILED, CNIArgs, CNIError
 
 
-def _set_lo(netns: str, up: bool) -> Any:
+def _set_lo(netns: str, up: bool) -> None:
     fd = open_netns(netns)
     try:
-        ns = iproute(fd)
-        try:
-            idx = ns.link_lookup(ifname="lo")[0]
-            ns.link("set", index=idx, state="up" if up else "down")
-            return ns.link("get", index=idx)[0]
-        finally:
-            ns.close()
+        with inet_socket(fd) as s:
+            if_set_up(s, "lo", up)
     finally:
         os.close(fd)
 

@@ -157,6 +157,7 @@ class Runtime:
         self._starting: set[str] = set()
         self._sb_locks: dict[str, threading.RLock] = {}
         self._pod_configs: dict[tuple[str, int], PodSandboxConfig] = {}
+        self._ctr_configs: dict[tuple[str, int], ContainerConfig] = {}
         self._users: dict[tuple[str, str], tuple[int, int, list[int], str]] = {}
         self._bounding = S.own_bounding_set()
         self._last_cap = S.last_cap()
@@ -260,6 +261,20 @@ class Runtime:
                 if len(self._pod_configs) >= 1024:
                     self._pod_configs.clear()
                 self._pod_configs[key] = cfg
+        return cfg
+
+    def _ctr_config(self, rec: dict) -> ContainerConfig:
+        """The container's config as a dataclass (read-only use). It never changes after
+        create, and converting it was most of a ListContainers (the agent relists every
+        second): kept per (id, created_at), like _pod_config; remove_container drops it."""
+        key = (rec["id"], rec["created_at"])
+        cfg = self._ctr_configs.get(key)
+        if cfg is None:
+            cfg = from_dict(ContainerConfig, rec["config"])
+            with self._lock:
+                if len(self._ctr_configs) >= 4096:
+                    self._ctr_configs.clear()
+                self._ctr_configs[key] = cfg
         return cfg
 
     def _sb_lock(self, sandbox_id: str) -> threading.RLock:
@@ -842,7 +857,7 @@ class Runtime:
         return self._ctr_status(self._load_ctr(container_id))
 
     def _ctr_status(self, rec: dict) -> ContainerStatus:
-        config = from_dict(ContainerConfig, rec["config"])
+        config = self._ctr_config(rec)
         st = self._ctr_state(rec)
         proc = st.get("proc") or {}
         running = st["state"] == ContainerState.CONTAINER_RUNNING
@@ -937,6 +952,8 @@ class Runtime:
                 raise Internal(f"removing container {cid}: " + "; ".join(errors))
             shutil.rmtree(self._ctr_dir(cid), ignore_errors=True)
             self._release_name("containers", rec["name_key"], cid)
+            with self._lock:
+                self._ctr_configs.pop((cid, rec["created_at"]), None)
 
     # ---- exec, stats, resources, logs --------------------------------------------------------
     def _running(self, container_id: str) -> tuple[dict, dict]:
