@@ -13,10 +13,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := python3 python3-venv python3-dev gcc make git ca-certificates \
   libcap-dev libseccomp2 libseccomp-dev iproute2 iptables nftables procps psmisc \
   busybox-static docker-registry skopeo umoci etcd-server etcd-client \
-  containernetworking-plugins crun runc
-
-# Only `make bench` needs these: containerd is the baseline the CRI benchmark compares against.
-BENCH_APT_PACKAGES := containerd
+  containernetworking-plugins crun runc containerd
 
 PROTOS := $(wildcard proto/*.proto)
 
@@ -83,7 +80,6 @@ down: install
 	$(VENV)/bin/kubeletpy down
 
 bench: install
-	$(call apt_ensure,$(BENCH_APT_PACKAGES))
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

@@ -7,7 +7,7 @@ over HTTPS, through kubeletpy.apiclient (Client + Informer; nothing had to be ad
 
     config.py      AgentConfig: every knob, with the defaults the kubelet uses
     quantity.py    "100m", "64Mi" -> numbers
-    qos.py         QoS class, pod requests/limits, pod cgroup path
+    qos.py         QoS class, pod requests/limits, pod cgroup path (rmdir of an empty one after the pod)
     resources.py   container resources -> CRI LinuxContainerResources (shares, quota, memory, oom)
     envvars.py     env / envFrom resolution, $(VAR) expansion
     backoff.py     CrashLoopBackOff bookkeeping

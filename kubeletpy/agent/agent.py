@@ -27,7 +27,7 @@ from kubeletpy.agent.cri import CRIClient, to_view
 from kubeletpy.agent.events import Recorder
 from kubeletpy.agent.node import NodeStatusMaker, without_heartbeats
 from kubeletpy.agent.pleg import PLEG
-from kubeletpy.agent.status import CRIContainer, now_rfc3339, status_patch
+from kubeletpy.agent.status import CRIContainer, now_rfc3339, set_runtime_name, status_patch
 from kubeletpy.agent.volumes import VolumeManager
 from kubeletpy.agent.worker import PodWorker
 from kubeletpy.apiclient import (
@@ -476,6 +476,7 @@ class Agent:
         try:
             v = await self.cri.version()
             self.runtime_version = f"{v.runtime_name}://{v.runtime_version}"
+            set_runtime_name(v.runtime_name)
             st = await self.cri.status()
         except Exception as e:  # noqa: BLE001
             return False, f"container runtime is down: {e}"

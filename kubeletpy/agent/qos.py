@@ -8,6 +8,7 @@ max(sum of containers, largest init container) per resource, which is what admis
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kubeletpy.agent import quantity
@@ -90,3 +91,33 @@ def pod_cgroup_parent(pod: dict[str, Any], root: str = "kubepods") -> str:
     if q == GUARANTEED:
         return f"{base}/pod{uid}"
     return f"{base}/{q.lower()}/pod{uid}"
+
+
+CGROUP_FS = "/sys/fs/cgroup"
+
+
+def remove_pod_cgroup(parent: str, fs: str = CGROUP_FS) -> list[str]:
+    """After the pod's last sandbox is removed: rmdir its (now empty) pod cgroup in every
+    hierarchy, as the kubelet's pod container manager does. kubeletpy's runtime already
+    removes the pod cgroup it created; containerd/runc create it (as the parent of the
+    sandbox's cgroup) but leave it behind. Only rmdir, never recursive: a cgroup that
+    still has processes or children is left alone (EBUSY). Returns what was removed."""
+    rel = parent.strip("/")
+    if not rel:
+        return []
+    dirs = [os.path.join(fs, rel)] if os.path.exists(os.path.join(fs, "cgroup.controllers")) else []
+    try:
+        for ctrl in sorted(os.listdir(fs)):
+            d = os.path.join(fs, ctrl)
+            if os.path.isdir(d) and not os.path.islink(d):  # v1 controllers, and a hybrid's unified
+                dirs.append(os.path.join(d, rel))
+    except OSError:
+        pass
+    removed = []
+    for d in dirs:
+        try:
+            os.rmdir(d)
+            removed.append(d)
+        except OSError:
+            pass  # gone already (ENOENT), or still in use (EBUSY): not ours to force
+    return removed

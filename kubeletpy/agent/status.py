@@ -14,7 +14,14 @@ from typing import Any
 
 from kubeletpy.agent.qos import qos_class
 
-RUNTIME_PREFIX = "kubeletpy://"
+RUNTIME_PREFIX = "kubeletpy://"  # containerID scheme: the runtime's name (Version), set by set_runtime_name
+
+
+def set_runtime_name(name: str) -> None:
+    """containerID is `<runtime>://<id>` like the kubelet writes it (e.g. containerd://...)."""
+    global RUNTIME_PREFIX
+    if name:
+        RUNTIME_PREFIX = f"{name}://"
 CREATED, RUNNING, EXITED, UNKNOWN = "created", "running", "exited", "unknown"
 
 

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kubeletpy.agent import cri as cric
-from kubeletpy.agent import envvars, podconfig, probes
+from kubeletpy.agent import envvars, podconfig, probes, qos
 from kubeletpy.agent import labels as L
 from kubeletpy.agent.status import EXITED, RUNNING, ContainerView, CRIContainer, build_status, now_rfc3339
 from kubeletpy.agent.volumes import VolumeError
@@ -587,6 +587,7 @@ class PodWorker:
             grace = 2  # force-deleted or gone: no one waits for a graceful end
         await self.kill_all(reason="pod deleted", grace=grace, stop_sandbox=True)
         await self.cleanup_runtime()
+        await asyncio.to_thread(qos.remove_pod_cgroup, qos.pod_cgroup_parent(self.pod, self.agent.cfg.cgroup_root))
         await asyncio.to_thread(self.agent.volumes.teardown, self.uid)
         self.agent.backoff.forget_pod(self.uid)
         if not self.removed and not self.static:
