@@ -172,7 +172,7 @@ def _answers(c: Component) -> bool:
     return True
 
 
-def _start(c: Component, layout: ClusterLayout) -> int:
+def _start(c: Component, layout: ClusterLayout) -> subprocess.Popen[bytes]:
     layout.run_root.mkdir(parents=True, exist_ok=True)
     layout.log_dir.mkdir(parents=True, exist_ok=True)
     log = open(layout.log_file(c.name), "ab")  # noqa: SIM115 - handed to the child
@@ -187,7 +187,7 @@ def _start(c: Component, layout: ClusterLayout) -> int:
     )
     log.close()
     layout.pid_file(c.name).write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def _prepare_node(layout: ClusterLayout) -> None:
@@ -258,15 +258,18 @@ def cmd_up(args: argparse.Namespace) -> int:
             continue
         if c.name == "agent":
             _join_node(layout)
-        pid = _start(c, layout)
+        proc = _start(c, layout)
         started_any = True
         deadline = time.monotonic() + args.timeout
         while not _answers(c):
-            if running_pid(layout.pid_file(c.name)) is None or time.monotonic() > deadline:
-                print(f"{c.name:14} FAILED to start; see {layout.log_file(c.name)}", file=sys.stderr)
+            # We are its parent: poll() is the authority on whether it is still alive.
+            rc = proc.poll()
+            if rc is not None or time.monotonic() > deadline:
+                why = f"exited with status {rc}" if rc is not None else f"not answering after {args.timeout:.0f}s"
+                print(f"{c.name:14} FAILED to start ({why}); see {layout.log_file(c.name)}", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        print(f"{c.name:14} started (pid {pid}, log {layout.log_file(c.name)})")
+        print(f"{c.name:14} started (pid {proc.pid}, log {layout.log_file(c.name)})")
     if not all(c.available() for c in _components(layout)):
         return 0
     deadline = time.monotonic() + args.timeout

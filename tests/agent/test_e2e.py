@@ -308,6 +308,16 @@ def test_limits_pod_gets_guaranteed_cgroup(cluster: Cluster) -> None:
     assert 64 << 20 in ctr_limits
 
 
+def test_memory_hog_is_reported_oomkilled(cluster: Cluster) -> None:
+    """A container over its memory limit is killed by the kernel and the pod says OOMKilled."""
+    cluster.apply(simple_pod("oom", cluster.node, "dd if=/dev/zero of=/dev/null bs=96M count=1",
+                             restartPolicy="Never", terminationGracePeriodSeconds=1,
+                             container={"resources": {"limits": {"memory": "32Mi", "cpu": "200m"}}}))
+    p = cluster.wait_pod("oom", lambda p: (p.get("status") or {}).get("phase") == "Failed", 60, "oom Failed")
+    term = cstatus(p)["state"]["terminated"]
+    assert term["reason"] == "OOMKilled" and term["exitCode"] == 137, term
+
+
 # ------------------------------------------------------------------ lifecycle
 
 def test_liveness_failure_restarts_the_container(cluster: Cluster) -> None:
