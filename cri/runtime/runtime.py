@@ -1017,28 +1017,24 @@ class Runtime:
             for fd in (out_r, err_r):
                 os.close(fd)
 
-    def container_stats(self, container_id: str) -> ContainerStats:
-        rec = self._load_ctr(container_id)
+    def _cgroup_stats(self, obj_id: str, cgroup: str) -> ContainerStats:
         try:
-            st = self._cg(rec["cgroup"]).stats()
+            st = self._cg(cgroup).stats()
         except CgroupError as e:
             raise Internal(str(e)) from None
-        return ContainerStats(id=rec["id"], timestamp=_now(), cpu_usage_core_nano_seconds=st.cpu_usage_ns,
+        return ContainerStats(id=obj_id, timestamp=_now(), cpu_usage_core_nano_seconds=st.cpu_usage_ns,
                               memory_working_set_bytes=st.memory_working_set_bytes,
                               memory_usage_bytes=st.memory_usage_bytes, pids=st.pids,
                               cpu_nr_throttled=st.cpu_nr_throttled)
 
+    def container_stats(self, container_id: str) -> ContainerStats:
+        rec = self._load_ctr(container_id)
+        return self._cgroup_stats(rec["id"], rec["cgroup"])
+
     def pod_sandbox_stats(self, sandbox_id: str) -> ContainerStats:
         """The pod cgroup's usage: every container of the pod plus the infra."""
         rec = self._load_sb(sandbox_id)
-        try:
-            st = self._cg(rec["pod_cgroup"]).stats()
-        except CgroupError as e:
-            raise Internal(str(e)) from None
-        return ContainerStats(id=rec["id"], timestamp=_now(), cpu_usage_core_nano_seconds=st.cpu_usage_ns,
-                              memory_working_set_bytes=st.memory_working_set_bytes,
-                              memory_usage_bytes=st.memory_usage_bytes, pids=st.pids,
-                              cpu_nr_throttled=st.cpu_nr_throttled)
+        return self._cgroup_stats(rec["id"], rec["pod_cgroup"])
 
     def list_container_stats(self, pod_sandbox_id: str = "") -> list[ContainerStats]:
         return [self.container_stats(c.id) for c in self.list_containers(pod_sandbox_id=pod_sandbox_id)
