@@ -11,12 +11,10 @@ from __future__ import annotations
 import array
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
 import threading
-import time
 
 from cri.shim.server import with_short_path
 
@@ -145,11 +143,26 @@ class ExecStartError(ShimError):
     """The command could not be executed (not found, not executable…)."""
 
 
+class _PendingLaunch:
+    __slots__ = ("zygote", "done", "reply")
+
+    def __init__(self, zygote: subprocess.Popen[bytes]) -> None:
+        self.zygote = zygote
+        self.done = threading.Event()
+        self.reply: dict = {}
+
+
 class ShimLauncher:
     """Starts shims by asking a zygote (see cri.shim.server.main) to fork them.
 
     The zygote is our child, reading configs from a pipe: it dies with us (EOF),
     while the shims it forked are already detached and keep their pods running.
+
+    Launches overlap: each request carries a number, the shim echoes it in its
+    ready line, and one reader thread per zygote hands every line to the caller
+    waiting for that number. Holding a lock across a shim's start-up (namespaces,
+    infra fork, socket) would make 30 concurrent RunPodSandbox calls queue behind
+    each other; only the write of the request line is serialised.
     """
 
     def __init__(self, log_path: str, prewarm: bool = True, python: str | None = None) -> None:
@@ -157,6 +170,8 @@ class ShimLauncher:
         self.python = python or sys.executable
         self._lock = threading.Lock()
         self._zygote: subprocess.Popen[bytes] | None = None
+        self._pending: dict[int, _PendingLaunch] = {}
+        self._next_req = 0
         if prewarm:
             with self._lock:
                 self._zygote = self._spawn()
@@ -164,11 +179,37 @@ class ShimLauncher:
     def _spawn(self) -> subprocess.Popen[bytes]:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         with open(self.log_path, "ab") as log:
-            return subprocess.Popen(
+            z = subprocess.Popen(
                 [self.python, "-S", "-E", SHIM_MAIN],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 start_new_session=True, close_fds=True, cwd="/",
             )
+        threading.Thread(target=self._read_replies, args=(z,), name="shim-zygote-replies", daemon=True).start()
+        return z
+
+    def _read_replies(self, z: subprocess.Popen[bytes]) -> None:
+        """Route each ready/error line to its launcher; on EOF fail whoever still waits on this zygote."""
+        assert z.stdout is not None
+        with z.stdout:
+            for line in z.stdout:  # lines are < PIPE_BUF, so shims' writes never interleave
+                try:
+                    reply = json.loads(line)
+                except ValueError:
+                    continue
+                with self._lock:
+                    waiter = self._pending.pop(reply.pop("req", -1), None)
+                if waiter is not None:
+                    waiter.reply = reply
+                    waiter.done.set()
+        with self._lock:
+            if self._zygote is z:
+                self._zygote = None
+            gone = [(n, w) for n, w in self._pending.items() if w.zygote is z]
+            for n, _w in gone:
+                del self._pending[n]
+        for _, w in gone:
+            w.reply = {"error": f"the shim zygote exited during start-up (see {self.log_path})"}
+            w.done.set()
 
     def launch(self, cfg: dict, timeout: float = 30.0) -> dict:
         """Hand `cfg` to a new shim; returns its ready message ({"pid", "infra_pid"}) or raises ShimError."""
@@ -176,28 +217,22 @@ class ShimLauncher:
             if self._zygote is None or self._zygote.poll() is not None:
                 self._zygote = self._spawn()
             z = self._zygote
-            assert z.stdin is not None and z.stdout is not None
+            assert z.stdin is not None
+            self._next_req += 1
+            req = self._next_req
+            waiter = self._pending[req] = _PendingLaunch(z)
             try:
-                z.stdin.write(json.dumps(cfg).encode() + b"\n")
+                z.stdin.write(json.dumps({**cfg, "req": req}).encode() + b"\n")
                 z.stdin.flush()
-            except BrokenPipeError:
+            except (BrokenPipeError, ValueError):
+                del self._pending[req]
                 self._zygote = None
                 raise ShimError(f"the shim zygote died (see {self.log_path})") from None
-            deadline = time.monotonic() + timeout
-            line = b""
-            fd = z.stdout.fileno()
-            while not line.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                poller = select.poll()
-                poller.register(fd, select.POLLIN)
-                if left <= 0 or not poller.poll(left * 1000):
-                    raise ShimError("shim did not start in time")
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    self._zygote = None
-                    raise ShimError(f"shim exited during start-up (see {self.log_path})")
-                line += chunk
-        reply = json.loads(line)
+        if not waiter.done.wait(timeout):
+            with self._lock:
+                self._pending.pop(req, None)
+            raise ShimError("shim did not start in time")
+        reply = waiter.reply
         if "error" in reply:
             raise ShimError(reply["error"])
         return reply
@@ -206,9 +241,8 @@ class ShimLauncher:
         with self._lock:
             z, self._zygote = self._zygote, None
         if z is not None:
-            for f in (z.stdin, z.stdout):
-                if f is not None:
-                    f.close()  # EOF: the zygote exits by itself
+            if z.stdin is not None:
+                z.stdin.close()  # EOF: the zygote exits by itself; its reader thread closes stdout
             try:
                 z.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -963,13 +963,13 @@ def _run_shim(cfg: dict) -> None:
         write_json(cfg["state_dir"] + "/shim.json", {"pid": os.getpid(), "infra_pid": infra,
                                                       "start_time": _start_time(os.getpid()),
                                                       "infra_start_time": _start_time(infra)})
-        out.write(json.dumps({"pid": os.getpid(), "infra_pid": infra}).encode() + b"\n")
+        out.write(json.dumps({"pid": os.getpid(), "infra_pid": infra, "req": cfg.get("req")}).encode() + b"\n")
         out.flush()
     except BaseException as e:  # noqa: BLE001
         if shim is not None and shim.infra_pid:
             _kill(shim.infra_pid, signal.SIGKILL)  # don't leave an orphaned pause behind
             os.waitpid(shim.infra_pid, 0)
-        out.write(json.dumps({"error": spawn._describe(e)}).encode() + b"\n")
+        out.write(json.dumps({"error": spawn._describe(e), "req": cfg.get("req")}).encode() + b"\n")
         out.flush()
         os._exit(1)
     os.dup2(null, 1)  # release the zygote's reply pipe
