@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cni.rtnl import RtnlSocket
 from cni.spec import ERR_INVALID_ENV, ERR_UNKNOWN_CONTAINER, CNIError
 
 if TYPE_CHECKING:
@@ -157,13 +158,38 @@ def host_iproute() -> IPRoute:
     return ipr
 
 
+def host_rtnl() -> RtnlSocket:
+    """This thread's cached host-namespace RtnlSocket (cni.rtnl), for the ADD hot path."""
+    s = getattr(_local, "rtnl", None)
+    if s is None:
+        s = _local.rtnl = RtnlSocket()
+    return s
+
+
+def netns_sockets(fd: int) -> tuple[socket.socket, RtnlSocket]:
+    """An ioctl socket and an rtnetlink socket inside the namespace ``fd``, made by one setns'd thread."""
+
+    def make() -> tuple[socket.socket, RtnlSocket]:
+        inet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            return inet, RtnlSocket()
+        except BaseException:
+            inet.close()
+            raise
+
+    return run_in_netns(fd, make)
+
+
 def drop_host_iproute() -> None:
-    """Forget (and close) this thread's cached IPRoute, e.g. after a socket error."""
+    """Forget (and close) this thread's cached host sockets, e.g. after a socket error."""
     ipr = getattr(_local, "host", None)
-    _local.host = None
+    rt = getattr(_local, "rtnl", None)
+    _local.host = _local.rtnl = None
     if ipr is not None:
         with contextlib.suppress(Exception):
             ipr.close()
+    if rt is not None:
+        rt.close()
 
 
 @contextlib.contextmanager

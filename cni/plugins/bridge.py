@@ -38,17 +38,19 @@ from cni import firewall
 from cni.netns import (
     drop_host_iproute,
     host_iproute,
+    host_rtnl,
     if_flags,
     if_index,
     if_mac,
     if_set_up,
-    inet_socket,
     iproute,
+    netns_sockets,
     open_netns,
     read_sysctl,
     write_sysctl,
 )
 from cni.plugins import delegate_ipam
+from cni.rtnl import RtnlSocket
 from cni.spec import ERR_CHECK_FAILED, ERR_EXISTS, ERR_INVALID_CONFIG, CNIArgs, CNIError
 
 if TYPE_CHECKING:
@@ -239,13 +241,8 @@ def _enable_forwarding(versions: set[int]) -> None:
             write_sysctl(path, "1")
 
 
-def _route_add(ns: IPRoute, index: int, dst: str, gw: str | None) -> None:
-    net = ipaddress.ip_network(dst, strict=False)
-    kw: dict[str, Any] = {"dst": str(net), "oif": index,
-                          "family": socket.AF_INET if net.version == 4 else socket.AF_INET6}
-    if gw:
-        kw["gateway"] = gw
-    _ignore_exists(ns.route, "add", **kw)
+def _route_add(ns: RtnlSocket, index: int, dst: str, gw: str | None) -> None:
+    _ignore_exists(ns.add_route, ipaddress.ip_network(dst, strict=False), gw, index)
 
 
 def add(conf: Mapping[str, Any], args: CNIArgs) -> dict[str, Any]:
@@ -253,7 +250,7 @@ def add(conf: Mapping[str, Any], args: CNIArgs) -> dict[str, Any]:
     c = parse_conf(conf)
     nsfd = open_netns(args.netns)
     try:
-        ns = iproute(nsfd)
+        nss, ns = netns_sockets(nsfd)
         host = host_iproute()
         try:
             # No "does CNI_IFNAME exist" lookup up front: a second ADD is refused by
@@ -264,7 +261,7 @@ def add(conf: Mapping[str, Any], args: CNIArgs) -> dict[str, Any]:
                 delegate_ipam("DEL", conf, args)
                 raise CNIError(ERR_INVALID_CONFIG, "IPAM returned no addresses", repr(ipam))
             try:
-                return _add(c, conf, args, nsfd, ns, host, ipam)
+                return _add(c, conf, args, nsfd, nss, ns, host, ipam)
             except BaseException as e:  # roll back so a failed ADD leaves no veth, rule or lease
                 if not isinstance(e, _Exists):  # the clashing veth is someone else's
                     with contextlib.suppress(Exception):
@@ -277,20 +274,21 @@ def add(conf: Mapping[str, Any], args: CNIArgs) -> dict[str, Any]:
             raise
         finally:
             ns.close()
+            nss.close()
     finally:
         os.close(nsfd)
 
 
-def _add(c: BridgeConf, conf: Mapping[str, Any], args: CNIArgs, nsfd: int, ns: IPRoute, host: IPRoute,
-         ipam: dict[str, Any]) -> dict[str, Any]:
+def _add(c: BridgeConf, conf: Mapping[str, Any], args: CNIArgs, nsfd: int, nss: socket.socket, ns: RtnlSocket,
+         host: IPRoute, ipam: dict[str, Any]) -> dict[str, Any]:
+    """The steps in order; the three netlink writes go through cni.rtnl (see there for why)."""
     br = ensure_bridge(host, c)
     mtu = c.mtu or uplink_mtu(host)
     veth = host_veth_name(c.network, args.container_id, args.ifname)
     # One request: both ends, MTU, bridge port, host end up, pod end born in the netns.
     host_mac = _random_mac()  # chosen here, so no request is needed to learn it
     try:
-        host.link("add", ifname=veth, kind="veth", address=host_mac, mtu=mtu, master=br["index"], state="up",
-                  peer={"ifname": args.ifname, "net_ns_fd": nsfd, "mtu": mtu})
+        host_rtnl().add_veth(veth, host_mac, mtu, br["index"], args.ifname, nsfd)
     except Exception as e:
         if getattr(e, "code", None) != errno.EEXIST:
             raise
@@ -306,14 +304,13 @@ def _add(c: BridgeConf, conf: Mapping[str, Any], args: CNIArgs, nsfd: int, ns: I
         with open(f"/sys/class/net/{veth}/brport/hairpin_mode", "w") as f:
             f.write("1")
 
-    with inet_socket(nsfd) as nss:  # ioctls instead of RTM_GETLINK/SETLINK built and decoded in Python
-        cidx, cmac = if_index(nss, args.ifname), if_mac(nss, args.ifname)
-        if_set_up(nss, args.ifname, True)
+    # ioctls instead of RTM_GETLINK/SETLINK built and decoded in Python
+    cidx, cmac = if_index(nss, args.ifname), if_mac(nss, args.ifname)
+    if_set_up(nss, args.ifname, True)
     ips = [ipaddress.ip_interface(i["address"]) for i in ipam["ips"]]
     gateways: dict[int, str] = {}
     for entry, ipi in zip(ipam["ips"], ips, strict=True):
-        ns.addr("add", index=cidx, address=str(ipi.ip), prefixlen=ipi.network.prefixlen,
-                **({"flags": IFA_F_NODAD} if ipi.version == 6 else {}))
+        ns.add_address(cidx, ipi, IFA_F_NODAD if ipi.version == 6 else 0)
         if entry.get("gateway"):
             gateways.setdefault(ipi.version, entry["gateway"])
     routes = [dict(r) for r in ipam.get("routes", [])]
