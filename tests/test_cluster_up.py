@@ -55,6 +55,7 @@ def cluster(tmp_path: Path):
     def kp(*cmd: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "kubeletpy", *cmd, *args], capture_output=True, text=True,
                               timeout=timeout, cwd=REPO)
+    kp.args = args  # type: ignore[attr-defined]
 
     def kubectl(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([KUBECTL, "--kubeconfig", str(base / "etc" / "admin.kubeconfig"),
@@ -102,3 +103,66 @@ def test_up_runs_the_web_example_and_down_leaves_nothing(cluster) -> None:
     assert after == {"mounts": [], "bridge": False, "veths_on_bridge": False, "cgroups": [], "procs": [],
                      "leases": []}, after
     assert kp("status").returncode == 3  # stopped components are reported as such
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _wait(pred, timeout: float, what: str):  # noqa: ANN001, ANN202 - tiny polling helper
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_up_foreground_supervises_one_process_tree(cluster) -> None:
+    """`up --foreground`: the components are our children, a killed one is restarted,
+    SIGTERM stops them all in order, and the pods they ran survive until `down`."""
+    import signal
+
+    kp, kubectl, tag, base = cluster
+    up_argv = [sys.executable, "-m", "kubeletpy", "up", "--foreground", *kp.args]
+    log = open(base.parent / "up-foreground.log", "wb")  # noqa: SIM115 - closed in finally
+    up = subprocess.Popen(up_argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        out = lambda: (base.parent / "up-foreground.log").read_text()  # noqa: E731
+        _wait(lambda: "supervising" in out() or up.poll() is not None, 240, "the node to be Ready")
+        assert up.poll() is None and f"kpt-node-{tag} Ready" in out(), out()
+        pids = {n: int((base / "run" / f"{n}.pid").read_text()) for n in ("control-plane", "runtime", "agent")}
+        assert {n: _ppid(p) for n, p in pids.items()} == {n: up.pid for n in pids}
+
+        r = kubectl("apply", "-f", str(REPO / "examples" / "web.yaml"))
+        assert r.returncode == 0, r.stderr
+        r = kubectl("wait", "--for=condition=Ready", "pod/web", "--timeout=120s")
+        assert r.returncode == 0, r.stderr
+
+        os.kill(pids["agent"], signal.SIGKILL)  # a dead component comes back, still our child
+        _wait(lambda: "agent          restarted" in out(), 30, "the agent to be restarted")
+        new_agent = int((base / "run" / "agent.pid").read_text())
+        assert new_agent != pids["agent"] and _ppid(new_agent) == up.pid
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0, out()
+        assert out().count("stopped") >= 3, out()
+        for n, p in {**pids, "agent": new_agent}.items():
+            assert not Path(f"/proc/{p}").exists(), f"{n} still running"
+            assert not (base / "run" / f"{n}.pid").exists()
+        # the pod outlived its node components, as it would the kubelet and containerd
+        during = _host_state(tag, base)
+        assert during["veths_on_bridge"] and len(during["leases"]) == 1
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        log.close()
+    down = kp("down")  # a runtime started just to remove the pod it finds in its records
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "1 removed" in down.stdout, down.stdout
+    after = _host_state(tag, base)
+    assert after == {"mounts": [], "bridge": False, "veths_on_bridge": False, "cgroups": [], "procs": [],
+                     "leases": []}, after

@@ -5,6 +5,12 @@ its own background process with a pid file under the run root and a log under
 /var/log/kubeletpy, so killing or restarting one never disturbs the others or the
 pods. Running `up` again starts only what is not running. Components whose code
 has not landed yet are reported as such instead of being faked.
+
+`up --foreground` keeps the same components as children of the `up` process (one
+process tree, for a terminal, a systemd `Type=simple` unit or a container's
+entrypoint): it restarts a component that dies, with back-off, and on SIGINT or
+SIGTERM stops them in reverse order. Pods keep running, as they do when the
+kubelet and containerd are stopped; `kubeletpy down` removes them.
 """
 
 from __future__ import annotations
@@ -134,6 +140,9 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
     a("--cgroup-root", default="kubepods", help="agent's QoS cgroup root (default %(default)s)")
     if name == "up":
         a("--timeout", type=float, default=90.0, help="seconds to wait for each component and the node")
+        a("--foreground", action="store_true",
+          help="keep the components as this process's children: restart them if they die, stop them on "
+               "Ctrl-C/SIGTERM (pods keep running)")
         parser.set_defaults(func=cmd_up)
     elif name == "down":
         a("--purge", action="store_true", help="also delete state, certificates and CNI config")
@@ -172,7 +181,7 @@ def _answers(c: Component) -> bool:
     return True
 
 
-def _start(c: Component, layout: ClusterLayout) -> subprocess.Popen[bytes]:
+def _start(c: Component, layout: ClusterLayout, foreground: bool = False) -> subprocess.Popen[bytes]:
     layout.run_root.mkdir(parents=True, exist_ok=True)
     layout.log_dir.mkdir(parents=True, exist_ok=True)
     log = open(layout.log_file(c.name), "ab")  # noqa: SIM115 - handed to the child
@@ -181,7 +190,11 @@ def _start(c: Component, layout: ClusterLayout) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # survives this CLI and its terminal
+        # Background: a session of its own survives this CLI and its terminal. Foreground:
+        # still our child, but in its own process group, so a terminal's Ctrl-C reaches only
+        # us and we stop the components in order.
+        start_new_session=not foreground,
+        process_group=0 if foreground else None,
         env={**os.environ, **c.env},
         close_fds=True,
     )
@@ -244,10 +257,26 @@ def _node_ready(layout: ClusterLayout) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
 
 
+def _wait_answering(c: Component, proc: subprocess.Popen[bytes], layout: ClusterLayout, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _answers(c):
+        # We are its parent: poll() is the authority on whether it is still alive.
+        rc = proc.poll()
+        if rc is not None or time.monotonic() > deadline:
+            why = f"exited with status {rc}" if rc is not None else f"not answering after {timeout:.0f}s"
+            print(f"{c.name:14} FAILED to start ({why}); see {layout.log_file(c.name)}", file=sys.stderr)
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     layout = _layout(args)
+    foreground = bool(getattr(args, "foreground", False))
+    stop = _StopRequest() if foreground else None
     _prepare_node(layout)
     started_any = False
+    children: dict[str, tuple[Component, subprocess.Popen[bytes]]] = {}
     for c in _components(layout):
         if not c.available():
             print(f"{c.name:14} not installed yet (its code has not landed) — skipped")
@@ -258,31 +287,106 @@ def cmd_up(args: argparse.Namespace) -> int:
             continue
         if c.name == "agent":
             _join_node(layout)
-        proc = _start(c, layout)
+        proc = _start(c, layout, foreground)
         started_any = True
-        deadline = time.monotonic() + args.timeout
-        while not _answers(c):
-            # We are its parent: poll() is the authority on whether it is still alive.
-            rc = proc.poll()
-            if rc is not None or time.monotonic() > deadline:
-                why = f"exited with status {rc}" if rc is not None else f"not answering after {args.timeout:.0f}s"
-                print(f"{c.name:14} FAILED to start ({why}); see {layout.log_file(c.name)}", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
+        children[c.name] = (c, proc)
+        if not _wait_answering(c, proc, layout, args.timeout):
+            if foreground:  # nobody would supervise what we already started
+                _stop_children(children, layout)
+            return 1
         print(f"{c.name:14} started (pid {proc.pid}, log {layout.log_file(c.name)})")
     if not all(c.available() for c in _components(layout)):
-        return 0
+        return _supervise(children, layout, stop) if stop is not None else 0
     deadline = time.monotonic() + args.timeout
     while not _node_ready(layout):
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (stop is not None and stop.requested):
             print(f"node {layout.node_name} did not become Ready in {args.timeout:.0f}s; "
                   f"see {layout.log_dir}/*.log", file=sys.stderr)
+            if foreground:
+                _stop_children(children, layout)
             return 1
         time.sleep(0.2)
     print(f"{'node':14} {layout.node_name} Ready{'' if started_any else ' (nothing needed starting)'}")
     print(f"\nUse it:\n  export KUBECONFIG={layout.kubeconfig}\n  kubectl get nodes\n"
-          "  kubectl apply -f examples/web.yaml")
+          "  kubectl apply -f examples/web.yaml", flush=True)
+    return _supervise(children, layout, stop) if stop is not None else 0
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag the supervisor loop reads (no work inside the handler)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+RESTART_BACKOFF_MAX = 30.0
+
+
+def _supervise(children: dict[str, tuple[Component, subprocess.Popen[bytes]]], layout: ClusterLayout,
+               stop: _StopRequest) -> int:
+    """Foreground mode: keep our components alive until asked to stop.
+
+    A component that exits is started again after a back-off that doubles from 1 s
+    to 30 s and resets once it has run for a minute, like a kubelet restart policy.
+    Components that were already running in the background when we started are
+    not ours and are left alone.
+    """
+    if not children:
+        print("nothing was started here; every component already runs in the background", flush=True)
+        return 0
+    print(f"\nsupervising {', '.join(children)} in the foreground (pid {os.getpid()}); "
+          "Ctrl-C or SIGTERM stops them, pods keep running", flush=True)
+    backoff = {name: 1.0 for name in children}
+    started = {name: time.monotonic() for name in children}
+    due: dict[str, float] = {}
+    while not stop.requested:
+        now = time.monotonic()
+        for name, (c, proc) in list(children.items()):
+            rc = proc.poll()
+            if rc is None:
+                if now - started[name] > 60:
+                    backoff[name] = 1.0
+                continue
+            if name not in due:
+                due[name] = now + backoff[name]
+                print(f"{name:14} exited with status {rc}; restarting in {backoff[name]:.0f}s "
+                      f"(see {layout.log_file(name)})", flush=True)
+                backoff[name] = min(backoff[name] * 2, RESTART_BACKOFF_MAX)
+            elif now >= due[name]:
+                del due[name]
+                if name == "agent":
+                    with contextlib.suppress(Exception):
+                        _join_node(layout)
+                proc = _start(c, layout, foreground=True)
+                children[name] = (c, proc)
+                started[name] = now
+                print(f"{name:14} restarted (pid {proc.pid})", flush=True)
+        time.sleep(0.2)
+    print("stopping (pods keep running; `kubeletpy down` removes them)", flush=True)
+    _stop_children(children, layout)
     return 0
+
+
+def _stop_children(children: dict[str, tuple[Component, subprocess.Popen[bytes]]], layout: ClusterLayout) -> None:
+    """Stop what this `up` started, agent first and control plane last, and drop their pid files."""
+    for name in reversed(list(children)):
+        _, proc = children[name]
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            if layout.pid_file(name).read_text().strip() == str(proc.pid):
+                layout.pid_file(name).unlink()
+        print(f"{name:14} stopped", flush=True)
 
 
 def _stop(pid: int, grace: float = 10.0) -> None:
@@ -322,6 +426,10 @@ def _remove_all_pods(layout: ClusterLayout) -> int:
     return n
 
 
+def _has_sandboxes(layout: ClusterLayout) -> bool:
+    return any((layout.state_root / "sandboxes").glob("*/sandbox.json"))
+
+
 def _rmdir_cgroups(name: str) -> None:
     """Remove `name` (and empty children) from every cgroup hierarchy, deepest first."""
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
@@ -340,6 +448,13 @@ def cmd_down(args: argparse.Namespace) -> int:
     # The agent first, so nothing restarts pods while we tear down; then the pods, through
     # the still-running runtime; then the runtime and the control plane.
     for name in ("agent", "runtime", "control-plane"):
+        if name == "runtime" and running_pid(layout.pid_file("runtime")) is None and _has_sandboxes(layout):
+            # Pods outlive their runtime (crash, `up --foreground` stopped): a runtime started
+            # just for this adopts them from its records, so they go the same careful way.
+            rt = next(c for c in _components(layout) if c.name == "runtime")
+            proc = _start(rt, layout)
+            if _wait_answering(rt, proc, layout, 60):
+                print(f"{'runtime':14} started to remove the pods it left (pid {proc.pid})")
         if name == "runtime" and running_pid(layout.pid_file("runtime")) is not None:
             n = _remove_all_pods(layout)
             print(f"{'pods':14} {n} removed")
