@@ -54,6 +54,46 @@ def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
         return default
 
 
+class JsonCache:
+    """read_json for files that are replaced, never edited in place, read far more than written.
+
+    Every record write is temp file + rename, so a new content is a new inode: a hit
+    is one stat(2) instead of open + read + JSON decode, which matters when the
+    kubelet relists hundreds of containers every second. Validation by (inode,
+    mtime, size) keeps it right even if another process replaced the file. Callers
+    get a shallow copy of a cached dict, so setting a top-level key before a write
+    never leaks into the cache.
+    """
+
+    def __init__(self, limit: int = 16384) -> None:
+        self._entries: dict[str, tuple[int, int, int, Any]] = {}
+        self._limit = limit
+
+    def read(self, path: str | os.PathLike[str], default: Any = None) -> Any:
+        key = os.fspath(path)
+        try:
+            st = os.stat(key)
+        except FileNotFoundError:
+            self._entries.pop(key, None)
+            return default
+        hit = self._entries.get(key)
+        if hit is not None and hit[:3] == (st.st_ino, st.st_mtime_ns, st.st_size):
+            obj = hit[3]
+        else:
+            obj = read_json(key, default)
+            if len(self._entries) >= self._limit:
+                self._entries.clear()
+            self._entries[key] = (st.st_ino, st.st_mtime_ns, st.st_size, obj)
+        return dict(obj) if isinstance(obj, dict) else obj
+
+    def forget(self, prefix: str | os.PathLike[str]) -> None:
+        """Drop entries under `prefix` (a removed directory), so the cache does not grow forever."""
+        p = os.fspath(prefix).rstrip("/") + "/"
+        for key in list(self._entries):  # list() copies in one step; other threads may insert meanwhile
+            if key.startswith(p):
+                self._entries.pop(key, None)
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike[str], shared: bool = False) -> Iterator[None]:
     """Hold an flock on `path` (created if missing) for the duration of the block."""

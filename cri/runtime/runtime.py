@@ -158,6 +158,7 @@ class Runtime:
         self._sb_locks: dict[str, threading.RLock] = {}
         self._pod_configs: dict[tuple[str, int], PodSandboxConfig] = {}
         self._ctr_configs: dict[tuple[str, int], ContainerConfig] = {}
+        self._json = fsutil.JsonCache()  # records, process.json, exit.json: see JsonCache for why
         self._users: dict[tuple[str, str], tuple[int, int, list[int], str]] = {}
         self._bounding = S.own_bounding_set()
         self._last_cap = S.last_cap()
@@ -219,14 +220,14 @@ class Runtime:
 
     def _load_sb(self, sid: str) -> dict:
         sid = self._resolve_id(sid, "sandboxes")
-        rec = fsutil.read_json(self._sb_dir(sid) / "sandbox.json")
+        rec = self._json.read(self._sb_dir(sid) / "sandbox.json")
         if rec is None:
             raise NotFound(f"pod sandbox {sid!r} not found")
         return rec
 
     def _load_ctr(self, cid: str) -> dict:
         cid = self._resolve_id(cid, "containers")
-        rec = fsutil.read_json(self._ctr_dir(cid) / "container.json")
+        rec = self._json.read(self._ctr_dir(cid) / "container.json")
         if rec is None:
             raise NotFound(f"container {cid!r} not found")
         return rec
@@ -480,7 +481,7 @@ class Runtime:
             rec = self._load_sb(sandbox_id)
             sid = rec["id"]
             for cid in self._ids("containers"):
-                c = fsutil.read_json(self._ctr_dir(cid) / "container.json")
+                c = self._json.read(self._ctr_dir(cid) / "container.json")
                 if c and c["sandbox_id"] == sid:
                     self._stop(c, 0)
             config = from_dict(PodSandboxConfig, rec["config"])
@@ -515,7 +516,7 @@ class Runtime:
             sid = rec["id"]
             self.stop_pod_sandbox(sid)
             for cid in self._ids("containers"):
-                c = fsutil.read_json(self._ctr_dir(cid) / "container.json")
+                c = self._json.read(self._ctr_dir(cid) / "container.json")
                 if c and c["sandbox_id"] == sid:
                     self.remove_container(cid)
             errors = []
@@ -527,6 +528,7 @@ class Runtime:
                         errors.append(str(e))
             shutil.rmtree(self.run_root / "sandboxes" / sid, ignore_errors=True)
             shutil.rmtree(self._sb_dir(sid), ignore_errors=True)
+            self._json.forget(self._sb_dir(sid))
             self._release_name("sandboxes", rec["name_key"], sid)
             with self._lock:
                 self._sb_locks.pop(sid, None)
@@ -538,7 +540,7 @@ class Runtime:
         return self._sb_status(self._load_sb(sandbox_id))
 
     def _sb_status(self, rec: dict) -> PodSandboxStatus:
-        config = from_dict(PodSandboxConfig, rec["config"])
+        config = self._pod_config(rec)
         ready = rec["state"] == "ready" and _alive(rec["infra_pid"], rec.get("infra_start_time", 0))
         ns = rec["ns"]
         return PodSandboxStatus(
@@ -557,7 +559,7 @@ class Runtime:
         for sid in self._ids("sandboxes"):
             if id and not sid.startswith(id):
                 continue
-            rec = fsutil.read_json(self._sb_dir(sid) / "sandbox.json")
+            rec = self._json.read(self._sb_dir(sid) / "sandbox.json")
             if rec is None:
                 continue
             st = self._sb_status(rec)
@@ -830,8 +832,8 @@ class Runtime:
     def _ctr_state(self, rec: dict) -> dict:
         """State from the files the shim writes, checked against the live processes."""
         d = self._ctr_dir(rec["id"])
-        exit_info = fsutil.read_json(d / "exit.json")
-        proc = fsutil.read_json(d / "process.json")
+        exit_info = self._json.read(d / "exit.json")
+        proc = self._json.read(d / "process.json")
         if exit_info is not None:
             return {"state": ContainerState.CONTAINER_EXITED, "proc": proc or {}, **exit_info}
         if proc is None:
@@ -839,14 +841,14 @@ class Runtime:
         if _alive(proc["pid"], proc.get("start_time", 0)):
             return {"state": ContainerState.CONTAINER_RUNNING, "proc": proc}
         # Gone without exit.json: if its shim lives, it is reaping and writing it right now.
-        sb = fsutil.read_json(self._sb_dir(rec["sandbox_id"]) / "sandbox.json") or {}
+        sb = self._json.read(self._sb_dir(rec["sandbox_id"]) / "sandbox.json") or {}
         deadline = time.monotonic() + 2.0
         while _alive(sb.get("shim_pid", 0), sb.get("shim_start_time", 0)) and time.monotonic() < deadline:
-            exit_info = fsutil.read_json(d / "exit.json")
+            exit_info = self._json.read(d / "exit.json")
             if exit_info is not None:
                 return {"state": ContainerState.CONTAINER_EXITED, "proc": proc, **exit_info}
             time.sleep(0.001)
-        exit_info = fsutil.read_json(d / "exit.json")
+        exit_info = self._json.read(d / "exit.json")
         if exit_info is not None:
             return {"state": ContainerState.CONTAINER_EXITED, "proc": proc, **exit_info}
         return {"state": ContainerState.CONTAINER_EXITED, "proc": proc, "exit_code": 255,
@@ -876,7 +878,7 @@ class Runtime:
         for cid in self._ids("containers"):
             if id and not cid.startswith(id):
                 continue
-            rec = fsutil.read_json(self._ctr_dir(cid) / "container.json")
+            rec = self._json.read(self._ctr_dir(cid) / "container.json")
             if rec is None or (pod_sandbox_id and not rec["sandbox_id"].startswith(pod_sandbox_id)):
                 continue
             st = self._ctr_status(rec)
@@ -951,6 +953,7 @@ class Runtime:
             if errors:
                 raise Internal(f"removing container {cid}: " + "; ".join(errors))
             shutil.rmtree(self._ctr_dir(cid), ignore_errors=True)
+            self._json.forget(self._ctr_dir(cid))
             self._release_name("containers", rec["name_key"], cid)
             with self._lock:
                 self._ctr_configs.pop((cid, rec["created_at"]), None)
