@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Debian packages the runtime, its tests and its benchmarks use.
 APT_PACKAGES := python3 python3-venv python3-dev gcc make git ca-certificates \
   libcap-dev libseccomp2 libseccomp-dev iproute2 iptables nftables procps psmisc \
-  busybox-static docker-registry skopeo umoci etcd-server etcd-client \
+  busybox-static docker-registry apache2-utils skopeo umoci etcd-server etcd-client \
   containernetworking-plugins crun runc containerd
 
 PROTOS := $(wildcard proto/*.proto)

@@ -4,7 +4,9 @@ Containers: for every (pod, container name) keep the newest `max_dead_per_contai
 exited instances -- the newest is what `lastState` and `kubectl logs --previous` read --
 and remove the older ones. Images: when the image filesystem is fuller than
 `image_gc_high` (85 %), remove images no container uses, largest first, until it is below
-`image_gc_low` (80 %). Both only ever touch objects through CRI.
+`image_gc_low` (80 %) -- measured on the filesystem ImageFsInfo names, after each removal,
+since image sizes (compressed bytes) understate what removing an image frees. Both only
+ever touch objects through CRI.
 """
 
 from __future__ import annotations
@@ -59,6 +61,17 @@ def images_to_remove(images: list[Any], in_use: set[str], used: int, capacity: i
     return out
 
 
+def fs_used(path: str) -> tuple[int, int] | None:
+    """(used, capacity) bytes of the filesystem `path` is on, measured now; used is what is not
+    available to unprivileged writers (reserved blocks count as used), like the kubelet's."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    capacity = st.f_blocks * st.f_frsize
+    return capacity - st.f_bavail * st.f_frsize, capacity
+
+
 async def collect(agent: Agent) -> tuple[int, int]:
     """One pass; (containers removed, images removed)."""
     snap = agent.pleg.snapshot
@@ -75,26 +88,35 @@ async def collect(agent: Agent) -> tuple[int, int]:
         fs = []
     for f in fs:
         mount = f.fs_id.mountpoint
-        try:
-            st = os.statvfs(mount)
-        except OSError:
+        measured = fs_used(mount)
+        if measured is None:
             continue
-        capacity = st.f_blocks * st.f_frsize
-        used = capacity - st.f_bavail * st.f_frsize
+        used, capacity = measured
         if capacity <= 0 or used / capacity <= agent.cfg.image_gc_high:
             continue
         in_use = set()
         for c in all_ctrs:
             in_use.add(c.image_ref)
             in_use.add(c.image.image)
+        target = capacity * agent.cfg.image_gc_low
+        done = 0
         for img in images_to_remove(await agent.cri.list_images(), in_use, used, capacity, agent.cfg.image_gc_high,
                                     agent.cfg.image_gc_low):
+            # The plan counts image sizes, which are compressed bytes, while an image also takes its
+            # unpacked layers on disk: it frees more than planned, so the filesystem says when to stop.
+            now = fs_used(mount) if done else measured
+            if now is None or now[0] <= target:
+                break
             try:
                 await agent.cri.remove_image(img.id)
-                images_removed += 1
+                done += 1
                 log.info("image GC removed %s (%d bytes)", (list(img.repo_tags) or [img.id])[0], img.size)
             except Exception as e:  # noqa: BLE001
                 log.info("image GC could not remove %s: %s", img.id, e)
+        images_removed += done
+        after = fs_used(mount) or measured
+        log.info("image GC: %s was %.1f%% full (> %.0f%%): removed %d images, now %.1f%%", mount,
+                 100 * used / capacity, 100 * agent.cfg.image_gc_high, done, 100 * after[0] / capacity)
     if removed:
         await agent.pleg.relist_now()
     return removed, images_removed

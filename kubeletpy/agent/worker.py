@@ -62,6 +62,10 @@ class PodWorker:
         self.sandbox_ip: list[str] = []
         self.terminated_at: float | None = None
         self.events_sent: set[tuple[str, str]] = set()
+        # image -> the last failed pull's error, shown in ImagePullBackOff until the next attempt:
+        # this worker re-syncs on its own status echo, so ErrImagePull (which carries the error)
+        # is replaced by ImagePullBackOff within moments
+        self.pull_errors: dict[str, str] = {}
         self.born = time.monotonic()
         self.stale: int | None = None   # PLEG mark taken when this worker last changed the runtime
 
@@ -168,7 +172,7 @@ class PodWorker:
         try:
             vol_paths = await asyncio.to_thread(agent.volumes.setup, self.pod)
         except (VolumeError, OSError) as e:
-            self._set_all_waiting("ContainerCreating", "")
+            self._set_all_waiting(self._default_waiting(), "")
             self.event("Warning", "FailedMount", f"MountVolume.SetUp failed: {e}")
             self.wake_in(2.0)
             await self.report_current()
@@ -191,7 +195,7 @@ class PodWorker:
                 sid = await agent.cri.run_pod_sandbox(cfg)
                 self.trace("sandbox ready")
             except Exception as e:
-                self._set_all_waiting("ContainerCreating", "")
+                self._set_all_waiting(self._default_waiting(), "")
                 self.event("Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {cric.errmsg(e)}")
                 self.wake_in(3.0)
                 await self.report_current()
@@ -247,6 +251,12 @@ class PodWorker:
                 out.append(v)
         out.sort(key=lambda v: (v.restart_count, v.created_at), reverse=True)
         return out
+
+    def _default_waiting(self) -> str:
+        """The waiting reason of a container with no instance and no error of its own, as the
+        kubelet words it: behind init containers it waits for them, not for its creation (this
+        is also what a pod whose init container failed for good shows)."""
+        return "PodInitializing" if (self.pod.get("spec") or {}).get("initContainers") else "ContainerCreating"
 
     def _set_all_waiting(self, reason: str, message: str) -> None:
         for c in (self.pod.get("spec") or {}).get("containers") or []:
@@ -390,9 +400,15 @@ class PodWorker:
         key = (self.uid, f"image/{image}")
         remaining = agent.backoff.remaining(key, agent.backoff.last_event(key))
         if remaining > 0:
-            self.waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            msg = f'Back-off pulling image "{image}"'
+            if ("pull-backoff", image) not in self.events_sent:
+                self.events_sent.add(("pull-backoff", image))  # once per failed pull, like BackOff of containers
+                self.event("Normal", "BackOff", msg, name, kind)
+            last = self.pull_errors.get(image)
+            self.waiting[name] = ("ImagePullBackOff", f"{msg}: ErrImagePull: {last}" if last else msg)
             self.wake_in(remaining + 0.05)
             return None
+        self.pull_errors.pop(image, None)
         self.event("Normal", "Pulling", f'Pulling image "{image}"', name, kind)
         t0 = time.monotonic()
         try:
@@ -402,6 +418,8 @@ class PodWorker:
             agent.backoff.next(key)
             msg = f'Failed to pull image "{image}": {cric.errmsg(e)}'
             self.waiting[name] = ("ErrImagePull", msg)
+            self.pull_errors[image] = cric.errmsg(e)
+            self.events_sent.discard(("pull-backoff", image))
             self.event("Warning", "Failed", msg, name, kind)
             self.wake_in(agent.backoff.remaining(key, agent.backoff.last_event(key)) + 0.05)
             return None
@@ -622,7 +640,7 @@ class PodWorker:
                 v = ContainerView(name, c.get("image", ""), inst[0] if inst else None,
                                   inst[1] if len(inst) > 1 else None, inst[0].restart_count if inst else 0)
                 if v.current is None:
-                    v.waiting_reason, v.waiting_message = self.waiting.get(name, ("ContainerCreating", ""))
+                    v.waiting_reason, v.waiting_message = self.waiting.get(name, (self._default_waiting(), ""))
                 out.append(v)
         await self.push_status(init_views, views, terminal=self.terminal)
 

@@ -67,6 +67,10 @@ class Cluster:
         self.sock = base / "run" / "cri.sock"
         self.manifests = base / "manifests"
         self.agent_args = agent_args or []
+        # filesystems a test mounted under `base` for this cluster (e.g. a small image fs as the
+        # runtime's state root): unmounted by close() once the processes are gone, so a busy one
+        # (a pod's overlay still on it) shows up as a leftover instead of being hidden
+        self.own_mounts: list[Path] = []
         for d in ("cp", "state", "run", "logs", "podlogs", "agent", "manifests", "cni/net.d", "cni/bin",
                   "cni/cache", "cni/ipam", "daemons"):
             (base / d).mkdir(parents=True, exist_ok=True)
@@ -213,6 +217,8 @@ class Cluster:
                 wait_for(lambda: not self._sandboxes(), 60, "all sandboxes removed", interval=0.3)
         for name in ("agent", "runtime", "control-plane"):
             self.kill(name, signal.SIGTERM)
+        for m in reversed(self.own_mounts):
+            subprocess.run(["umount", str(m)], capture_output=True)
         leftovers = self.leftovers()
         if leftovers:
             self._force_clean()
