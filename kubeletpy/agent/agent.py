@@ -192,6 +192,7 @@ class Agent:
         self.status = StatusManager(self)
         self.volumes = VolumeManager(cfg.pods_dir, self.lookup_sync)
         self.pleg = PLEG(self.cri, self._runtime_changed, cfg.relist_period)
+        self.image_first_seen: dict[str, float] = {}  # image id -> monotonic time (see gc.old_enough)
         self.workers: dict[str, PodWorker] = {}
         self.admitted: set[str] = set()
         self.pods: Informer | None = None

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from kubeletpy.agent import labels as L
@@ -61,6 +62,20 @@ def images_to_remove(images: list[Any], in_use: set[str], used: int, capacity: i
     return out
 
 
+def old_enough(agent: Agent, images: list[Any], now: float | None = None) -> list[Any]:
+    """The images first seen at least `image_min_age` ago (the kubelet's imageMinimumGCAge):
+    an image pulled a moment ago for a pod that has not started yet is not garbage. First
+    sightings are remembered per agent run, as the kubelet does."""
+    now = time.monotonic() if now is None else now
+    seen = agent.image_first_seen
+    present = {i.id for i in images}
+    for gone in set(seen) - present:
+        del seen[gone]
+    for i in images:
+        seen.setdefault(i.id, now)
+    return [i for i in images if now - seen[i.id] >= agent.cfg.image_min_age]
+
+
 def fs_used(path: str) -> tuple[int, int] | None:
     """(used, capacity) bytes of the filesystem `path` is on, measured now; used is what is not
     available to unprivileged writers (reserved blocks count as used), like the kubelet's."""
@@ -100,8 +115,8 @@ async def collect(agent: Agent) -> tuple[int, int]:
             in_use.add(c.image.image)
         target = capacity * agent.cfg.image_gc_low
         done = 0
-        for img in images_to_remove(await agent.cri.list_images(), in_use, used, capacity, agent.cfg.image_gc_high,
-                                    agent.cfg.image_gc_low):
+        for img in images_to_remove(old_enough(agent, await agent.cri.list_images()), in_use, used, capacity,
+                                    agent.cfg.image_gc_high, agent.cfg.image_gc_low):
             # The plan counts image sizes, which are compressed bytes, while an image also takes its
             # unpacked layers on disk: it frees more than planned, so the filesystem says when to stop.
             now = fs_used(mount) if done else measured

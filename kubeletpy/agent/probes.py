@@ -149,7 +149,8 @@ async def _grpc(g: dict[str, Any], target: ProbeTarget, timeout: float) -> tuple
     except ImportError:
         return False, "grpc probes need grpcio-health-checking"
     port = resolve_port(g.get("port"), target.ports)
-    async with grpc.aio.insecure_channel(f"{target.pod_ip}:{port}") as ch:
+    # Straight to the pod, as the kubelet dials: never through an http(s)_proxy/grpc_proxy of our environment.
+    async with grpc.aio.insecure_channel(f"{target.pod_ip}:{port}", options=[("grpc.enable_http_proxy", 0)]) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         resp = await stub.Check(health_pb2.HealthCheckRequest(service=g.get("service") or ""), timeout=timeout)
         ok = resp.status == health_pb2.HealthCheckResponse.SERVING

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from kubeletpy.agent.agent import Agent
 
 log = logging.getLogger("kubeletpy.agent.worker")
+
+# The kubelet bounds a hook only by the runtime request timeout (2 min).
+POST_START_TIMEOUT = 120.0
 INIT, REGULAR = "init", "regular"
 
 
@@ -468,6 +471,9 @@ class PodWorker:
             return
         self.trace(f"started {name}")
         self.event("Normal", "Started", f"Started container {name}", name, kind)
+        if not await self._post_start(c, cid, name, kind):
+            await agent.pleg.relist_now()
+            return
         self.waiting.pop(name, None)
         try:
             raw = await agent.cri.container_status(cid)
@@ -548,15 +554,42 @@ class PodWorker:
             self.probe_tasks.pop(key).cancel()
             self.probe_states.pop(key, None)
 
-    # ------------------------------------------------------------------ killing
+    # ------------------------------------------------------------------ hooks and killing
+
+    def _hook_target(self, c: dict[str, Any] | None, cid: str) -> probes.ProbeTarget:
+        ports = {p["name"]: int(p["containerPort"]) for p in (c or {}).get("ports") or [] if p.get("name")}
+        return probes.ProbeTarget((self.sandbox_ip or ["127.0.0.1"])[0], cid, ports, self.agent.cri.exec_sync)
+
+    async def _post_start(self, c: dict[str, Any], cid: str, name: str, kind: str) -> bool:
+        """Run the postStart hook; on failure kill the container (its restart policy decides what next).
+
+        Like the kubelet, the worker waits for the hook: until it returns the container is not
+        reported started, so nothing (probes, the next init container) runs beside it.
+        """
+        hook = (c.get("lifecycle") or {}).get("postStart") or {}
+        if not hook:
+            return True
+        if "sleep" in hook:
+            await asyncio.sleep(float(hook["sleep"].get("seconds", 0)))
+            return True
+        spec = probes.ProbeSpec("poststart", hook, timeout=POST_START_TIMEOUT)
+        ok, out = await probes.run_probe(spec, self._hook_target(c, cid))
+        if ok:
+            return True
+        what = (f"Exec lifecycle hook ({hook['exec'].get('command')})" if "exec" in hook else
+                f"HTTP lifecycle hook ({(hook.get('httpGet') or {}).get('path') or '/'})")
+        self.event("Warning", "FailedPostStartHook",
+                   f'{what} for Container "{name}" in Pod "{self.key}" failed - error: {out[:300]}', name, kind)
+        await self._kill(cid, name, self.grace_period(), "FailedPostStartHook", c)
+        return False
+
 
     async def _pre_stop(self, c: dict[str, Any] | None, cid: str, grace: float) -> None:
         hook = ((c or {}).get("lifecycle") or {}).get("preStop") or {}
         if not hook:
             return
         spec = probes.ProbeSpec("prestop", hook, timeout=max(grace, 1))
-        ports = {p["name"]: int(p["containerPort"]) for p in (c or {}).get("ports") or [] if p.get("name")}
-        target = probes.ProbeTarget((self.sandbox_ip or ["127.0.0.1"])[0], cid, ports, self.agent.cri.exec_sync)
+        target = self._hook_target(c, cid)
         if "sleep" in hook:
             await asyncio.sleep(min(grace, float(hook["sleep"].get("seconds", 0))))
             return

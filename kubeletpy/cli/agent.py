@@ -67,6 +67,11 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
     a("--relist-period", type=float, default=1.0, help="PLEG: how often the runtime is listed (s)")
     a("--gc-period", type=float, default=60.0, help="dead container/image collection period (s)")
     a("--max-dead-per-container", type=int, default=1)
+    a("--image-gc-high-threshold", type=float, default=85, help="image fs %% that starts image GC (default 85)")
+    a("--image-gc-low-threshold", type=float, default=80, help="image GC frees down to this %% (default 80)")
+    a("--image-minimum-gc-age", type=float, default=120.0,
+      help="an image first seen less than this many seconds ago is never collected (default 120, the "
+           "kubelet's imageMinimumGCAge)")
     a("-v", "--verbose", action="store_true")
     parser.set_defaults(func=cmd_agent)
 
@@ -97,6 +102,7 @@ def local_defaults(args: argparse.Namespace) -> None:
 
 def config_from_args(args: argparse.Namespace) -> object:
     from kubeletpy.agent.config import AgentConfig
+    from kubeletpy.cli import CLIError
 
     cfg = AgentConfig(server=args.server, token=args.token, kubeconfig=args.kubeconfig, ca_file=args.ca_file,
                       cri_endpoint=args.cri, max_pods=args.max_pods, root_dir=args.root_dir,
@@ -105,7 +111,11 @@ def config_from_args(args: argparse.Namespace) -> object:
                       tls_cert=args.tls_cert_file, tls_key=args.tls_private_key_file,
                       node_status_report=args.node_status_report, resync_period=args.resync,
                       gc_period=args.gc_period, max_dead_per_container=args.max_dead_per_container,
-                      node_ip=args.node_ip, relist_period=args.relist_period)
+                      node_ip=args.node_ip, relist_period=args.relist_period,
+                      image_gc_high=args.image_gc_high_threshold / 100, image_gc_low=args.image_gc_low_threshold / 100,
+                      image_min_age=args.image_minimum_gc_age)
+    if not 0 <= cfg.image_gc_low <= cfg.image_gc_high <= 1:
+        raise CLIError("--image-gc-low-threshold must be <= --image-gc-high-threshold, both within 0-100")
     if args.node_name:
         cfg.node_name = args.node_name
     cfg.system_reserved_cpu_milli, cfg.system_reserved_memory = args.system_reserved

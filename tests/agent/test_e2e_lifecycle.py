@@ -406,6 +406,32 @@ def test_on_failure_restarts_failures_only(cluster: Cluster) -> None:
     cluster.kubectl("delete", "pod", "onfailure", "--wait=false")
 
 
+def test_post_start_hook_runs_before_the_container_counts_as_started(cluster: Cluster) -> None:
+    """An exec postStart runs inside the container (it sees the container's filesystem); a failing
+    one kills the container with a FailedPostStartHook event and the restart policy takes over."""
+    cluster.apply(simple_pod("poststart", cluster.node, "while [ ! -f /s/hook ]; do sleep 0.1; done; "
+                             "echo hook said $(cat /s/hook); sleep 3600", terminationGracePeriodSeconds=1,
+                             volumes=[{"name": "s", "emptyDir": {}}],
+                             container={"volumeMounts": [{"name": "s", "mountPath": "/s"}],
+                                        "lifecycle": {"postStart": {"exec": {"command": [
+                                            "sh", "-c", "echo $HOSTNAME > /s/hook"]}}}}))
+    cluster.wait_pod("poststart", lambda p: cstatus(p).get("state", {}).get("running") is not None, 60,
+                     "poststart running")
+    wait_for(lambda: cluster.kubectl("logs", "poststart").stdout == "hook said poststart\n", 30, "the hook's mark")
+
+    cluster.apply(simple_pod("poststart-fails", cluster.node, "sleep 3600", terminationGracePeriodSeconds=1,
+                             container={"lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 7"]}}}}))
+    p = cluster.wait_pod("poststart-fails", lambda p: cstatus(p).get("restartCount", 0) >= 1, 60,
+                         "the container killed by its failed hook and restarted")
+    assert cstatus(p)["lastState"]["terminated"]["reason"] == "Error", cstatus(p)
+    assert "FailedPostStartHook" in events(cluster, "poststart-fails")
+    r = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=poststart-fails,"
+                        "reason=FailedPostStartHook", "-o", "jsonpath={.items[0].message}")
+    assert "Exec lifecycle hook" in r.stdout and "poststart-fails" in r.stdout, r.stdout + r.stderr
+    for name in ("poststart", "poststart-fails"):
+        cluster.kubectl("delete", "pod", name, "--wait=false")
+
+
 # ------------------------------------------------------------------ image GC
 
 IMAGEFS_MIB = 64
@@ -428,7 +454,7 @@ def test_image_gc_frees_a_full_image_fs_largest_unused_first() -> None:
     removing `a` frees twice its size -- a GC that stopped by sizes alone would also take `b`.
     """
     base = Path(tempfile.mkdtemp(prefix="kpg-", dir="/tmp"))
-    c = Cluster(base, agent_args=["--gc-period", "1"])
+    c = Cluster(base, agent_args=["--gc-period", "1", "--image-minimum-gc-age", "0"])
     imagefs = base / "state"
     try:
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={IMAGEFS_MIB}m,mode=0755", f"kpa-imagefs-{c.tag}",

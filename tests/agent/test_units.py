@@ -417,6 +417,19 @@ def test_image_gc_selection() -> None:
     assert images_ids(gc.images_to_remove(imgs, set(), used=100, capacity=100, high=0.85, low=0.5)) == ["a", "b"]
 
 
+def test_image_gc_spares_images_first_seen_recently() -> None:
+    def img(i: str) -> SimpleNamespace:
+        return SimpleNamespace(id=i, size=1, repo_tags=[], repo_digests=[], pinned=False)
+
+    agent = SimpleNamespace(image_first_seen={}, cfg=SimpleNamespace(image_min_age=120.0))
+    assert gc.old_enough(agent, [img("a")], now=1000.0) == []  # just seen: too young
+    assert images_ids(gc.old_enough(agent, [img("a"), img("b")], now=1119.0)) == []
+    assert images_ids(gc.old_enough(agent, [img("a"), img("b")], now=1120.0)) == ["a"]
+    assert images_ids(gc.old_enough(agent, [img("b")], now=1300.0)) == ["b"]  # a is gone: forgotten
+    assert gc.old_enough(agent, [img("a")], now=1301.0) == []  # back again: young again
+    assert agent.image_first_seen == {"a": 1301.0}
+
+
 def images_ids(imgs: list) -> list[str]:
     return [i.id for i in imgs]
 
