@@ -31,10 +31,14 @@ DIRS = {
     "run": 0o755, "sbin": 0o755, "sys": 0o755, "tmp": 0o1777, "usr": 0o755, "usr/bin": 0o755,
     "usr/sbin": 0o755, "var": 0o755, "var/tmp": 0o1777, "var/www": 0o755,
 }  # fmt: skip
+# /etc/hosts and /etc/resolv.conf exist, as in most distribution images, so the runtime's
+# bind mounts over them create nothing (no copy-up of /etc) in each container's writable layer.
 FILES = {
     "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     "etc/group": b"root:x:0:\nnobody:x:65534:\n",
     "etc/hostname": b"busybox\n",
+    "etc/hosts": b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "etc/resolv.conf": b"",
     "etc/nsswitch.conf": b"hosts: files dns\n",
 }
 
