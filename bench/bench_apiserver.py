@@ -18,20 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import re
+import os
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
-import yaml
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+
+from support.controlplane import ControlPlaneProcess  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -44,27 +45,6 @@ def rss_mib(pid: int) -> float:
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
-
-def start_server(root: Path, sync: str) -> tuple[subprocess.Popen, str, str, Path]:
-    log = root / "server.log"
-    datastore = f"sqlite://{root / 'data' / 'state.db'}?sync={sync}"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "kubeletpy", "control-plane", "--listen", "127.0.0.1:0",
-                                 "--data-dir", str(root / "data"), "--kubeconfig", str(root / "admin.kubeconfig"),
-                                 "--datastore", datastore], stdout=f, stderr=f)
-    deadline = time.monotonic() + 30
-    while True:
-        m = re.search(r"serving on (https://\S+)", log.read_text())
-        if m:
-            break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("server did not start:\n" + log.read_text())
-        time.sleep(0.05)
-    cfg = yaml.safe_load((root / "admin.kubeconfig").read_text())
-    ca = root / "ca.crt"
-    ca.write_bytes(base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]))
-    return proc, m.group(1), cfg["users"][0]["user"]["token"], ca
 
 
 def pod_body(name: str) -> bytes:
@@ -195,14 +175,18 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the tmp data dir")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-apiserver-"))
-    proc, url, token, ca = start_server(root, args.sync)
+    # --no-controllers: the API server alone; the in-process scheduler would otherwise try to place
+    # the thousands of node-less pods this bench creates and skew both throughput and RSS.
+    cp = ControlPlaneProcess(root, ["--no-controllers",
+                                    "--datastore", f"sqlite://{root / 'data' / 'state.db'}?sync={args.sync}"]).start()
+    assert cp.proc is not None
+    pid = cp.proc.pid
     try:
         time.sleep(1.0)
-        print(f"server {url} (SQLite sync={args.sync} in {root / 'data'}), idle rss: {rss_mib(proc.pid):.1f} MiB")
-        asyncio.run(main_async(args, url, token, ca, proc.pid))
+        print(f"server {cp.url} (SQLite sync={args.sync} in {root / 'data'}), idle rss: {rss_mib(pid):.1f} MiB")
+        asyncio.run(main_async(args, cp.url, cp.token, cp.ca, pid))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        cp.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -25,11 +25,8 @@ import hashlib
 import io
 import json
 import os
-import random
 import secrets
-import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,29 +38,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grpc  # noqa: E402
+from support.host import clean_host, free_subnet, unmount_under  # noqa: E402
+from support.process import spawn, stop_process  # noqa: E402
+from support.runtime import runtime_argv, wait_cri  # noqa: E402
 
 from cri.api import api_pb2 as pb  # noqa: E402
 from cri.images import ImageStore  # noqa: E402
 from cri.images.busybox import layer_tar  # noqa: E402
 from kubeletpy.cli.crictl import CRIClient  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def sh(cmd: str) -> str:
-    return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout
-
-
-def free_subnet(taken: set[str]) -> str:
-    routes = sh("ip -4 route show table all")
-    while True:
-        net = f"10.249.{random.randint(0, 255)}.0/24"
-        if net not in taken and net.rsplit(".", 1)[0] + "." not in routes:
-            taken.add(net)
-            return net
 
 
 def ms(xs: list[float]) -> str:
@@ -117,8 +103,12 @@ class Target:
         base.mkdir(parents=True, exist_ok=True)
 
     @property
+    def socket(self) -> Path:
+        return self.base / "cri.sock"
+
+    @property
     def endpoint(self) -> str:
-        return f"unix://{self.base}/cri.sock"
+        return f"unix://{self.socket}"
 
     def conflist(self, plugins_extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"cniVersion": "1.0.0", "name": f"kpbench-{self.name}-{self.tag}", "plugins": [
@@ -135,63 +125,24 @@ class Target:
         cfg.linux.security_context.namespace_options.pid = pb.CONTAINER
         return cfg
 
-    def wait_up(self, timeout: float = 60) -> CRIClient:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {(self.base / 'daemon.log').read_text()[-2000:]}")
-            c = CRIClient(self.endpoint, timeout=120)
-            try:
-                c.version()
-                return c
-            except grpc.RpcError:
-                c.close()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not come up: {(self.base / 'daemon.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    @property
+    def log(self) -> Path:
+        return self.base / "daemon.log"
+
+    def wait_up(self) -> CRIClient:
+        assert self.proc is not None
+        return wait_cri(self.proc, self.socket, self.log, timeout=60, client_timeout=120, what=self.name)
 
     def shim_pids(self, client: CRIClient) -> list[int]:
         raise NotImplementedError
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, timeout=30)
             self.proc = None
 
     def cleanup(self) -> None:
-        sh(f"ip link del {self.bridge}")
-        prefix = self.subnet.rsplit(".", 1)[0] + "."
-        for _ in range(3):
-            for x in [x for x in sh("iptables-save -t nat").splitlines() if x.startswith("-A ") and prefix in x]:
-                subprocess.run(["iptables", "-w", "-t", "nat", "-D", *shlex.split(x)[1:]], capture_output=True)
-        out = sh("nft -a list table inet kubeletpy_cni 2>/dev/null")
-        chain = None
-        for line in out.splitlines():
-            s = line.strip()
-            if s.startswith("chain "):
-                chain = s.split()[1]
-            elif prefix in s and chain:
-                sh(f"nft flush chain inet kubeletpy_cni {chain}; nft delete chain inet kubeletpy_cni {chain}")
-        for ctrl in os.listdir("/sys/fs/cgroup"):
-            d = f"/sys/fs/cgroup/{ctrl}/{self.cgroup}"
-            if os.path.isdir(d) and not os.path.islink(f"/sys/fs/cgroup/{ctrl}"):
-                for sub, dirs, _ in os.walk(d, topdown=False):
-                    for x in dirs:
-                        with contextlib.suppress(OSError):
-                            os.rmdir(os.path.join(sub, x))
-                with contextlib.suppress(OSError):
-                    os.rmdir(d)
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            mp = line.split()[4]
-            if mp.startswith(str(self.base)):
-                subprocess.run(["umount", "-l", mp], capture_output=True)
-        shutil.rmtree(self.base, ignore_errors=True)
+        clean_host(base=self.base, bridge=self.bridge, subnet=self.subnet, cgroup_parent=self.cgroup)
 
 
 class Kubeletpy(Target):
@@ -202,13 +153,7 @@ class Kubeletpy(Target):
         ImageStore(root=self.base / "state").build_busybox()
         (self.base / "net.d").mkdir(exist_ok=True)
         (self.base / "net.d" / "10-bench.conflist").write_text(json.dumps(self.conflist()))
-        argv = [sys.executable, "-m", "kubeletpy", "runtime", "--socket", self.endpoint,
-                "--root", str(self.base / "state"), "--run-root", str(self.base / "run"),
-                "--log-root", str(self.base / "logs"), "--cni-conf-dir", str(self.base / "net.d"),
-                "--cni-cache-dir", str(self.base / "cni-cache"), "--cgroup-parent", self.cgroup,
-                "--log-level", "warning"]
-        with open(self.base / "daemon.log", "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = spawn(runtime_argv(self.base, self.socket, self.cgroup, "--log-level", "warning"), self.log)
         return self.wait_up()
 
     def shim_pids(self, client: CRIClient) -> list[int]:
@@ -264,9 +209,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     bin_dir = "/usr/lib/cni"
     conf_dir = "{b}/net.d"
 """)
-        with open(b / "daemon.log", "ab") as log:
-            self.proc = subprocess.Popen(["containerd", "--config", str(b / "config.toml")],
-                                         stdout=log, stderr=subprocess.STDOUT)
+        self.proc = spawn(["containerd", "--config", str(b / "config.toml")], self.log, cwd=None)
         client = self.wait_up()
         for ref, cmd in ((self.image, ["sh"]), (self.pause, ["sleep", "2147483647"])):
             archive = b / f"{ref.rsplit('/', 1)[1].split(':')[0]}.tar"
@@ -289,10 +232,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                       if b"sleep" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
     def cleanup(self) -> None:
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            mp = line.split()[4]
-            if mp.startswith(str(self.base)) or f"/{self.tag}" in mp:
-                subprocess.run(["umount", "-l", mp], capture_output=True)
+        unmount_under(self.base, also=[f"/{self.tag}"])
         super().cleanup()
 
 

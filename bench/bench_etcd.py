@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,26 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from etcd.etcdcluster import EtcdCluster  # noqa: E402
+from support.controlplane import ControlPlaneProcess  # noqa: E402
 
 from kubeletpy.apiclient import NAMESPACES, PODS, Client  # noqa: E402
-
-
-def start_api(root: Path, datastore: str) -> tuple[subprocess.Popen, Path]:
-    log = root / "server.log"
-    kubeconfig = root / "admin.kubeconfig"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "kubeletpy", "control-plane", "--no-controllers", "--listen",
-                                 "127.0.0.1:0", "--data-dir", str(root / "data"), "--kubeconfig", str(kubeconfig),
-                                 "--datastore", datastore], stdout=f, stderr=f, cwd=str(REPO))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if re.search(r"serving on https://", log.read_text()):
-            return proc, kubeconfig
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("API server did not start:\n" + log.read_text())
 
 
 def pct(values: list[float], p: float) -> float:
@@ -102,17 +83,11 @@ def main() -> int:
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-etcd-"))
     etcd = EtcdCluster(root).start()
-    proc = None
+    cp = ControlPlaneProcess(root, ["--no-controllers", "--datastore", etcd.url])
     try:
-        proc, kubeconfig = start_api(root, etcd.url)
-        asyncio.run(run(args, kubeconfig, etcd))
+        asyncio.run(run(args, cp.start().kubeconfig, etcd))
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        cp.stop()
         etcd.stop()
         shutil.rmtree(root, ignore_errors=True)
     return 0

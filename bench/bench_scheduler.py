@@ -23,35 +23,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
+import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from kubeletpy.apiclient import LEASES, NAMESPACES, NODES, PODS, Client, micro_time, rfc3339
-from kubeletpy.scheduler import Scheduler
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
+from support.controlplane import ControlPlaneProcess  # noqa: E402
 
-def start_control_plane(root: Path) -> tuple[subprocess.Popen, Path]:
-    log = root / "server.log"
-    kubeconfig = root / "admin.kubeconfig"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "kubeletpy", "control-plane", "--listen", "127.0.0.1:0",
-                                 "--data-dir", str(root / "data"), "--kubeconfig", str(kubeconfig)],
-                                stdout=f, stderr=f)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if re.search(r"serving on https://", log.read_text()):
-            return proc, kubeconfig
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("control plane did not start:\n" + log.read_text())
+from kubeletpy.apiclient import LEASES, NAMESPACES, NODES, PODS, Client, micro_time, rfc3339  # noqa: E402
+from kubeletpy.scheduler import Scheduler  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -184,15 +169,12 @@ def main() -> int:
         if args.in_process:
             asyncio.run(run_in_process(args, root))
             return 0
-        proc, kubeconfig = start_control_plane(root)
+        # --no-controllers: the control plane's own scheduler would bind the backlog before ours starts
+        cp = ControlPlaneProcess(root, ["--no-controllers"]).start()
         try:
-            asyncio.run(run(args, kubeconfig))
+            asyncio.run(run(args, cp.kubeconfig))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            cp.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -84,19 +84,6 @@ class PodNet:
         return str(ipaddress.ip_network(self.subnet).network_address + 1)
 
 
-def _cleanup_rules(net: PodNet) -> None:
-    """Remove any NAT rule left for this test's subnet (only runs when a test failed midway)."""
-    prefix = net.subnet.rsplit(".", 1)[0] + "."
-    out = sh("nft -a list table inet kubeletpy_cni 2>/dev/null", check=False)
-    chain = None
-    for line in out.splitlines():
-        s = line.strip()
-        if s.startswith("chain "):
-            chain = s.split()[1]
-        elif prefix in s and chain:
-            sh(f"nft flush chain inet kubeletpy_cni {chain}; nft delete chain inet kubeletpy_cni {chain}", check=False)
-
-
 def _cleanup_iptables(net: PodNet) -> None:
     """Remove nat rules mentioning this test's subnet or network name, and the chains they
     jump to (ours ``KP-*`` or the reference plugins' ``CNI-*``): only after a failed test."""

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cnihelpers import PodNet, _cleanup_iptables, _cleanup_rules, pod_links, random_subnet, sh, snapshot
+from cnihelpers import PodNet, _cleanup_iptables, pod_links, random_subnet, sh, snapshot
+from support.host import remove_nat_rules
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def testnet(tmp_path: Path) -> Iterator[PodNet]:
     left = snapshot(net)
     leaks = {"veths on bridge": pod_links(net), "nft": left["nft"], "iptables": left["iptables"]}
     sh(f"ip link del {net.bridge}", check=False)
-    _cleanup_rules(net)
+    remove_nat_rules(net.subnet)
     _cleanup_iptables(net)
     assert not any(leaks.values()), f"test leaked {leaks}"
 

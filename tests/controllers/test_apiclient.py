@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from scheduler.cluster import ControlPlane, Loop, free_ns, wait_for
+from support.cluster import ControlPlane, Loop, free_ns, wait_for
 
 from kubeletpy.apiclient import (
     CONFIGMAPS,

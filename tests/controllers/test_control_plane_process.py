@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from scheduler.cluster import ControlPlane, free_ns, wait_for
+from support.cluster import ControlPlane, free_ns, wait_for
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases"
 

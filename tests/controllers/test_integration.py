@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scheduler.cluster import REPO, ControlPlane, Loop, free_ns, wait_for
+from support.cluster import REPO, ControlPlane, Loop, free_ns, wait_for
 
 from kubeletpy.controllers import LeaderElector
 from kubeletpy.controllers.nodeipam import NodeIPAMController

@@ -12,7 +12,6 @@ import functools
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 from etcd.etcdcluster import EtcdCluster
+from support.controlplane import CONTROL_PLANE, ControlPlaneProcess
 
 KUBECTL = "/usr/bin/kubectl"
 VERSIONED = "/usr/lib/google-cloud-sdk/bin/kubectl.1.{}"
@@ -32,78 +31,20 @@ BACKENDS = ["sqlite", "etcd"]
 def _api_server_only() -> list[str]:
     """These tests exercise the API server alone: no scheduler or controllers changing the objects
     under test, when this `control-plane` runs them by default (`--no-controllers`)."""
-    out = subprocess.run([sys.executable, "-m", "kubeletpy", "control-plane", "--help"], capture_output=True,
-                         text=True, timeout=60).stdout
+    out = subprocess.run([*CONTROL_PLANE, "--help"], capture_output=True, text=True, timeout=60).stdout
     return ["--no-controllers"] if "--no-controllers" in out else []
 
 
-class ControlPlane:
-    """One API server process; `restart()` keeps the data dir."""
+class ControlPlane(ControlPlaneProcess):
+    """One API server process (tests/support/controlplane.py); `restart()` keeps the data dir."""
 
     def __init__(self, root: Path, compaction: float = 300.0, datastore: str = "") -> None:
         """`datastore` empty: the default SQLite file in the data dir; else a `--datastore` URL."""
-        self.root = root
+        super().__init__(root, ["--compaction-interval", str(compaction), *_api_server_only(),
+                                *(["--datastore", datastore] if datastore else [])], cwd=root)
         self.datastore = datastore
         self.backend = datastore.split(":", 1)[0] if datastore else "sqlite"
-        self.data = root / "data"
-        self.kubeconfig = root / "admin.kubeconfig"
-        self.log = root / "server.log"
         self.compaction = compaction
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-        self.token = ""
-        self.ca = root / "ca.crt"
-
-    def start(self) -> None:
-        self.log.write_text("")
-        logf = open(self.log, "a")  # noqa: SIM115 -- owned by the child for its lifetime
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubeletpy", "control-plane", "--listen", "127.0.0.1:0",
-             "--data-dir", str(self.data), "--kubeconfig", str(self.kubeconfig),
-             "--compaction-interval", str(self.compaction), *_api_server_only(),
-             *(["--datastore", self.datastore] if self.datastore else [])],
-            stdout=logf, stderr=logf, cwd=str(self.root))
-        logf.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            m = re.search(r"serving on (https://\S+)", self.log.read_text())
-            if m:
-                self.url = m.group(1)
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError("control plane exited:\n" + self.log.read_text())
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("control plane did not start:\n" + self.log.read_text())
-        cfg = yaml.safe_load(self.kubeconfig.read_text())
-        self.token = cfg["users"][0]["user"]["token"]
-        import base64
-
-        self.ca.write_bytes(base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]))
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def session(self, token: str | None = "admin") -> requests.Session:
-        s = requests.Session()
-        s.trust_env = False  # REQUESTS_CA_BUNDLE in the environment would override `verify`
-        s.verify = str(self.ca)
-        if token == "admin":
-            token = self.token
-        if token:
-            s.headers["Authorization"] = f"Bearer {token}"
-        return s
 
     def kubectl(self, *args: str, version: int | None = None, input: str | None = None,
                 timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import random
 import secrets
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,25 +23,16 @@ from typing import Any
 
 import grpc
 import pytest
+from support import REPO
+from support.host import clean_host, free_subnet
+from support.process import spawn, stop_process
+from support.runtime import runtime_argv, runtime_dirs, wait_cri
 
 from cri.api import api_pb2 as pb
 from cri.images import ImageStore
 from kubeletpy.cli.crictl import CRIClient
 
 BUSYBOX = "kubeletpy.local/busybox:latest"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def sh(cmd: str, check: bool = False) -> str:
-    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True).stdout
-
-
-def free_subnet() -> str:
-    routes = sh("ip -4 route show table all")
-    while True:
-        net = f"10.249.{random.randint(0, 255)}.0/24"
-        if net.rsplit(".", 1)[0] + "." not in routes:
-            return net
 
 
 @dataclass
@@ -68,9 +55,7 @@ class Env:
         return f"unix://{self.socket}"
 
     def dirs(self) -> dict[str, Path]:
-        b = self.base
-        return {"root": b / "state", "run_root": b / "run", "log_root": b / "logs", "conf": b / "net.d",
-                "cache": b / "cni-cache", "ipam": b / "ipam"}
+        return runtime_dirs(self.base)
 
     def write_conflist(self) -> None:
         d = self.dirs()
@@ -83,12 +68,8 @@ class Env:
         (d["conf"] / "10-test.conflist").write_text(json.dumps(conf))
 
     def argv(self) -> list[str]:
-        d = self.dirs()
-        return [sys.executable, "-m", "kubeletpy", "runtime", "--socket", self.endpoint,
-                "--root", str(d["root"]), "--run-root", str(d["run_root"]), "--log-root", str(d["log_root"]),
-                "--cni-conf-dir", str(d["conf"]), "--cni-cache-dir", str(d["cache"]),
-                "--cni-bin-dir", "/opt/cni/bin:/usr/lib/cni", "--cgroup-parent", self.cgroup_parent,
-                "--cni-bridge", self.bridge, "--cni-data-dir", str(d["ipam"]), *self.extra_args]
+        return runtime_argv(self.base, self.socket, self.cgroup_parent, "--cni-bin-dir", "/opt/cni/bin:/usr/lib/cni",
+                            "--cni-bridge", self.bridge, "--cni-data-dir", str(self.dirs()["ipam"]), *self.extra_args)
 
     def leases(self) -> list[str]:
         p = self.dirs()["ipam"] / self.net_name
@@ -105,24 +86,9 @@ class Daemon:
         self.client: CRIClient | None = None
 
     def start(self, timeout: float = 30) -> CRIClient:
-        logf = open(self.log, "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen(self.env.argv(), stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
-        logf.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}")
-            if self.env.socket.exists():
-                c = CRIClient(self.env.endpoint, timeout=60)
-                try:
-                    c.version()
-                    self.client = c
-                    return c
-                except grpc.RpcError:
-                    c.close()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not come up: {self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
+        self.proc = spawn(self.env.argv(), self.log)
+        self.client = wait_cri(self.proc, self.env.socket, self.log, timeout=timeout)
+        return self.client
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.client is not None:
@@ -130,12 +96,7 @@ class Daemon:
             self.client = None
         if self.proc is None:
             return 0
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
+        rc = stop_process(self.proc, sig, timeout=20)
         self.proc = None
         return rc
 
@@ -163,36 +124,7 @@ def cleanup_env(env: Env, client: CRIClient | None) -> None:
             for p in client.list_pods():
                 with contextlib.suppress(grpc.RpcError):
                     client.remove_pod(p.id)
-    sh(f"ip link del {env.bridge}")
-    prefix = env.subnet.rsplit(".", 1)[0] + "."
-    for _ in range(3):
-        lines = [x for x in sh("iptables-save -t nat").splitlines() if x.startswith("-A ") and prefix in x]
-        for x in lines:
-            subprocess.run(["iptables", "-w", "-t", "nat", "-D", *shlex.split(x)[1:]], capture_output=True)
-    out = sh("nft -a list table inet kubeletpy_cni 2>/dev/null")
-    chain = None
-    for line in out.splitlines():
-        s = line.strip()
-        if s.startswith("chain "):
-            chain = s.split()[1]
-        elif prefix in s and chain:
-            sh(f"nft flush chain inet kubeletpy_cni {chain}; nft delete chain inet kubeletpy_cni {chain}")
-    for ctrl in os.listdir("/sys/fs/cgroup"):
-        d = f"/sys/fs/cgroup/{ctrl}/{env.cgroup_parent}"
-        if os.path.isdir(d) and not os.path.islink(f"/sys/fs/cgroup/{ctrl}"):
-            for sub, dirs, _ in os.walk(d, topdown=False):
-                for x in dirs:
-                    with contextlib.suppress(OSError):
-                        os.rmdir(os.path.join(sub, x))
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
-    run = env.dirs()["run_root"]
-    if run.exists():
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            mp = line.split()[4]
-            if mp.startswith(str(env.base)):
-                subprocess.run(["umount", "-l", mp], capture_output=True)
-    shutil.rmtree(env.base, ignore_errors=True)
+    clean_host(base=env.base, bridge=env.bridge, subnet=env.subnet, cgroup_parent=env.cgroup_parent)
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from scheduler.cluster import ControlPlane, Loop, free_ns, wait_for
+from support.cluster import ControlPlane, Loop, free_ns, wait_for
 
 from .etcdcluster import EtcdCluster
 
 
 def etcd_control_plane(root: Path, datastore: str) -> ControlPlane:
-    """A ControlPlane (tests/scheduler/cluster.py): `kubeletpy control-plane --datastore etcd://...`."""
+    """A ControlPlane (tests/support/cluster.py): `kubeletpy control-plane --datastore etcd://...`."""
     root.mkdir()
     return ControlPlane(root, ["--datastore", datastore]).start()
 

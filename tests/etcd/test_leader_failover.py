@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from scheduler.cluster import ControlPlane, free_ns, wait_for
+from support.cluster import ControlPlane, free_ns, wait_for
 
 from .etcdcluster import EtcdCluster
 

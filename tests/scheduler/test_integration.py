@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
+from support.cluster import ControlPlane, Loop, free_ns, wait_for
+from support.process import free_port
+
 from kubeletpy.scheduler import Scheduler
-
-from .cluster import ControlPlane, Loop, free_ns, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_scheduler(cp: ControlPlane, loop: Loop, **kw: Any) -> Scheduler:

@@ -1,91 +1,48 @@
-"""Test harness shared by tests/scheduler and tests/controllers (and the bench).
+"""A bare API server with simulated nodes, for the scheduler, controllers and etcd suites (and benches).
 
-* `ControlPlane` -- a real `kubeletpy control-plane` subprocess on 127.0.0.1:<free port>
-  with a tmp data dir; `api` is a requests session verifying the generated CA.
+* `ControlPlane` -- a `kubeletpy control-plane --no-controllers` subprocess (support.controlplane)
+  with `api`, a requests session verifying the generated CA, and REST helpers that create
+  simulated Nodes (+ their Leases) and pods as an agent and a user would.
 * `Loop` -- an asyncio loop in a thread, so the synchronous tests can run the scheduler
   and the controllers (which are asyncio) next to them and stop them again.
-* helpers to create simulated Nodes (+ their Leases) and pods, and to wait for things.
+* `wait_for`, `free_ns`; the fixtures `cp` (a fresh control plane per test: nodes are
+  cluster-wide, so tests must not share one) and `loop`, imported by the suites' conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+import pytest
 import requests
-import yaml
 
 from kubeletpy.apiclient import Client, micro_time, rfc3339
 
-REPO = Path(__file__).resolve().parents[2]
+from . import REPO
+from .controlplane import CONTROL_PLANE, ControlPlaneProcess
+
+__all__ = ["REPO", "ControlPlane", "Loop", "cp", "free_ns", "loop", "wait_for"]
 
 
-class ControlPlane:
-    def __init__(self, root: Path, extra_args: list[str] | None = None, command: list[str] | None = None,
+class ControlPlane(ControlPlaneProcess):
+    def __init__(self, root: Path, extra_args: Sequence[str] = (), command: Sequence[str] | None = None,
                  listen: str = "127.0.0.1:0") -> None:
         """A bare API server (`--no-controllers`): the tests run the scheduler/controllers themselves."""
-        self.root = root
-        self.listen = listen
-        self.command = command or [sys.executable, "-m", "kubeletpy", "control-plane", "--no-controllers"]
-        self.kubeconfig = root / "admin.kubeconfig"
-        self.log = root / "server.log"
-        self.extra_args = extra_args or []
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
+        super().__init__(root, extra_args, command=command or [*CONTROL_PLANE, "--no-controllers"], listen=listen)
         self.api = requests.Session()
 
-    def start(self) -> ControlPlane:
-        self.log.write_text("")
-        with open(self.log, "a") as logf:
-            self.proc = subprocess.Popen(
-                [*self.command, "--listen", self.listen,
-                 "--data-dir", str(self.root / "data"), "--kubeconfig", str(self.kubeconfig), *self.extra_args],
-                stdout=logf, stderr=logf, cwd=str(REPO))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            m = re.search(r"serving on (https://\S+)", self.log.read_text())
-            if m:
-                self.url = m.group(1)
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError("control plane exited:\n" + self.log.read_text())
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("control plane did not start:\n" + self.log.read_text())
-        return self.connect()
-
-    def connect(self) -> ControlPlane:
+    def connect(self) -> Self:
         """Read the admin kubeconfig into `url` and the `api` session (also for an in-process server)."""
-        cfg = yaml.safe_load(self.kubeconfig.read_text())
-        self.url = cfg["clusters"][0]["cluster"]["server"]
-        ca = self.root / "ca.crt"
-        ca.write_bytes(base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]))
-        self.api = requests.Session()
-        self.api.trust_env = False
-        self.api.verify = str(ca)
-        self.api.headers["Authorization"] = f"Bearer {cfg['users'][0]['user']['token']}"
+        super().connect()
+        self.api = self.session()
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
     def client(self, **kw: Any) -> Client:
         return Client.from_kubeconfig(self.kubeconfig, **kw)
@@ -225,3 +182,17 @@ class Loop:
 
 def free_ns(prefix: str = "t") -> str:
     return f"{prefix}-{os.getpid() % 10000}-{time.time_ns() % 10**9:x}"
+
+
+@pytest.fixture
+def cp(tmp_path: Path) -> Iterator[ControlPlane]:
+    c = ControlPlane(tmp_path).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def loop() -> Iterator[Loop]:
+    lp = Loop()
+    yield lp
+    lp.stop()
