@@ -103,6 +103,9 @@ def test_up_runs_the_web_example_and_down_leaves_nothing(cluster) -> None:
     assert after == {"mounts": [], "bridge": False, "veths_on_bridge": False, "cgroups": [], "procs": [],
                      "leases": []}, after
     assert kp("status").returncode == 3  # stopped components are reported as such
+    purge = kp("down", "--purge")
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    assert not (base / "run").exists() and not (base / "state").exists() and not (base / "etc").exists()
 
 
 def _ppid(pid: int) -> int:

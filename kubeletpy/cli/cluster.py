@@ -484,6 +484,15 @@ def cmd_down(args: argparse.Namespace) -> int:
         for f in layout.cni_conf_dir.glob("*kubeletpy*"):
             f.unlink()
             print(f"purged {f}")
+        # The run root holds only sockets, pid files, mount points and the shim zygote's log, all
+        # done with by now: drop the log and the empty directories (rmdir, so anything still in use
+        # stays and says so by staying).
+        with contextlib.suppress(FileNotFoundError):
+            (layout.run_root / "shims" / "shim.log").unlink()
+        for d in sorted((p for p in layout.run_root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                        reverse=True) + [layout.run_root]:
+            with contextlib.suppress(OSError):
+                d.rmdir()
     return 0
 
 
