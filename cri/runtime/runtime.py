@@ -28,6 +28,7 @@ from cri import fsutil
 from cri.cgroups import CgroupError, CgroupManager, Resources, new_manager
 from cri.runtime import spec as S
 from cri.runtime.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from cri.runtime.events import ContainerEventType, EventHub, ExitWatcher
 from cri.runtime.shimclient import (
     ExecProcess,
     ExecStartError,
@@ -164,6 +165,10 @@ class Runtime:
         self._last_cap = S.last_cap()
         self.shims = ShimLauncher(str(self.run_root / "shims" / "shim.log"), prewarm=prewarm_shim)
         self._gc_incomplete()
+        self.events = EventHub()  # GetContainerEvents (see cri/runtime/events.py)
+        self._pod_ctrs: dict[str, set[str]] = {}  # sandbox id -> its containers' ids (pod_containers)
+        self._exits = ExitWatcher(self._on_exit)
+        self._arm_exit_watches()
 
     def _gc_incomplete(self, min_age: float = 60.0) -> None:
         """Undo creations a crashed runtime left half-done (a dir without its record).
@@ -197,7 +202,42 @@ class Runtime:
 
     def close(self) -> None:
         """Release the spare shim. Running pods are untouched (their shims live on)."""
+        self._exits.close()
         self.shims.close()
+
+    # ---- events ------------------------------------------------------------------------------
+    def _arm_exit_watches(self) -> None:
+        """Watch what still runs from before this instance: ready sandboxes' infra, running containers."""
+        for sid in self._ids("sandboxes"):
+            rec = self._json.read(self._sb_dir(sid) / "sandbox.json")
+            if rec and rec.get("state") == "ready":
+                self._exits.watch(f"s:{sid}", rec.get("infra_pid", 0), rec.get("infra_start_time", 0))
+        for cid in self._ids("containers"):
+            d = self._ctr_dir(cid)
+            rec = self._json.read(d / "container.json")
+            if rec:
+                self._pod_ctrs.setdefault(rec["sandbox_id"], set()).add(cid)
+            proc = self._json.read(d / "process.json")
+            if proc and not (d / "exit.json").exists():
+                self._exits.watch(f"c:{cid}", proc.get("pid", 0), proc.get("start_time", 0))
+
+    def _on_exit(self, key: str) -> None:
+        """An infra or container process ended (ExitWatcher's thread): publish STOPPED once the
+        shim has recorded the exit status, so a subscriber that asks for it finds it."""
+        kind, ident = key.split(":", 1)
+        threading.Thread(target=self._publish_exit, args=(kind, ident), name="exit-event", daemon=True).start()
+
+    def _publish_exit(self, kind: str, ident: str) -> None:
+        if kind == "s":
+            self.events.publish(ident, ContainerEventType.STOPPED, ident)
+            return
+        d = self._ctr_dir(ident)
+        deadline = time.monotonic() + 2.0
+        while not (d / "exit.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        rec = self._json.read(d / "container.json")
+        if rec is not None:
+            self.events.publish(ident, ContainerEventType.STOPPED, rec["sandbox_id"])
 
     def __enter__(self) -> Runtime:
         return self
@@ -355,13 +395,18 @@ class Runtime:
         self._reserve_name("sandboxes", name_key, sid, "pod sandbox")
         undo: list[Callable[[], None]] = [lambda: self._release_name("sandboxes", name_key, sid)]
         try:
-            return self._run_sandbox(sid, config, runtime_handler, network_setup or self.network_setup,
-                                     name_key, hostname, net_mode, pid_mode, ipc_mode, pod_res, undo)
+            self._run_sandbox(sid, config, runtime_handler, network_setup or self.network_setup,
+                              name_key, hostname, net_mode, pid_mode, ipc_mode, pod_res, undo)
         except BaseException:
             for fn in reversed(undo):
                 with contextlib.suppress(Exception):
                     fn()
             raise
+        rec = self._json.read(self._sb_dir(sid) / "sandbox.json") or {}
+        self._exits.watch(f"s:{sid}", rec.get("infra_pid", 0), rec.get("infra_start_time", 0))
+        self.events.publish(sid, ContainerEventType.CREATED, sid)  # as containerd: created, then started
+        self.events.publish(sid, ContainerEventType.STARTED, sid)
+        return sid
 
     def _run_sandbox(self, sid: str, config: PodSandboxConfig, handler: str, hook: NetworkHook | None,
                      name_key: str, hostname: str, net_mode: NamespaceMode, pid_mode: NamespaceMode,
@@ -529,7 +574,11 @@ class Runtime:
             shutil.rmtree(self.run_root / "sandboxes" / sid, ignore_errors=True)
             shutil.rmtree(self._sb_dir(sid), ignore_errors=True)
             self._json.forget(self._sb_dir(sid))
+            self._exits.forget(f"s:{sid}")
+            with self._lock:
+                self._pod_ctrs.pop(sid, None)
             self._release_name("sandboxes", rec["name_key"], sid)
+            self.events.publish(sid, ContainerEventType.DELETED, sid)
             with self._lock:
                 self._sb_locks.pop(sid, None)
                 self._pod_configs.pop((sid, rec["created_at"]), None)
@@ -609,6 +658,9 @@ class Runtime:
                     with contextlib.suppress(Exception):
                         fn()
                 raise
+            with self._lock:
+                self._pod_ctrs.setdefault(sb["id"], set()).add(cid)
+            self.events.publish(cid, ContainerEventType.CREATED, sb["id"])
             return cid
 
     def _create(self, cid: str, sb: dict, pod: PodSandboxConfig, config: ContainerConfig, img: Any,
@@ -828,6 +880,9 @@ class Runtime:
             if reply.get("start_error"):
                 raise FailedPrecondition(f"failed to start container {cid}: {reply['error']}")
             raise Internal(f"starting container {cid}: {reply['error']}")
+        self.events.publish(cid, ContainerEventType.STARTED, sb["id"])
+        proc = self._json.read(self._ctr_dir(cid) / "process.json") or {}
+        self._exits.watch(f"c:{cid}", proc.get("pid", 0), proc.get("start_time", 0))
 
     def _ctr_state(self, rec: dict) -> dict:
         """State from the files the shim writes, checked against the live processes."""
@@ -871,6 +926,18 @@ class Runtime:
             message=st.get("message", ""), labels=config.labels, annotations=config.annotations,
             mounts=config.mounts, log_path=rec["log_path"], pid=proc.get("pid", 0) if running else 0,
             resources=from_dict(LinuxContainerResources, rec["resources"]) if rec.get("resources") else None)
+
+    def pod_containers(self, sandbox_id: str) -> list[ContainerStatus]:
+        """The statuses of one pod's containers without listing every container on the node
+        (an event carries them; at 250 pods a full list per event would dominate)."""
+        with self._lock:
+            ids = sorted(self._pod_ctrs.get(sandbox_id, ()))
+        out = []
+        for cid in ids:
+            rec = self._json.read(self._ctr_dir(cid) / "container.json")
+            if rec is not None:
+                out.append(self._ctr_status(rec))
+        return out
 
     def list_containers(self, id: str = "", pod_sandbox_id: str = "", state: ContainerState | None = None,
                         label_selector: dict[str, str] | None = None) -> list[ContainerStatus]:
@@ -954,7 +1021,11 @@ class Runtime:
                 raise Internal(f"removing container {cid}: " + "; ".join(errors))
             shutil.rmtree(self._ctr_dir(cid), ignore_errors=True)
             self._json.forget(self._ctr_dir(cid))
+            self._exits.forget(f"c:{cid}")
+            with self._lock:
+                self._pod_ctrs.get(rec["sandbox_id"], set()).discard(cid)
             self._release_name("containers", rec["name_key"], cid)
+            self.events.publish(cid, ContainerEventType.DELETED, rec["sandbox_id"])
             with self._lock:
                 self._ctr_configs.pop((cid, rec["created_at"]), None)
 

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -206,6 +207,46 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         with self.locks.hold(sid):
             self.rt.stop_pod_sandbox(sid)
         return pb.StopPodSandboxResponse()
+
+    def GetContainerEvents(self, request: pb.GetEventsRequest,
+                           context: grpc.ServicerContext) -> Iterator[pb.ContainerEventResponse]:
+        """Stream lifecycle events (cri/runtime/events.py) until the client goes away.
+
+        Each event carries its pod's current sandbox status and container statuses, as
+        containerd sends them, so a kubelet can update a pod without asking again.
+        """
+        q = self.rt.events.subscribe()
+        context.add_callback(lambda: self.rt.events.unsubscribe(q))
+        context.send_initial_metadata(())  # the client learns at once that the stream is open
+        try:
+            while context.is_active():
+                try:
+                    batch = [q.get(timeout=0.5)]
+                except queue.Empty:
+                    continue
+                with contextlib.suppress(queue.Empty):
+                    while len(batch) < 256:  # a burst (30 pods starting): what is queued goes together
+                        batch.append(q.get_nowait())
+                yield from self._events_pb(batch)
+        finally:
+            self.rt.events.unsubscribe(q)
+
+    def _events_pb(self, batch: list[Any]) -> Iterator[pb.ContainerEventResponse]:
+        """The pod's statuses are read once per pod per batch: they are the current ones at send
+        time either way, and a burst of starts queues several events for each pod."""
+        pods: dict[str, tuple[pb.PodSandboxStatus | None, list[pb.ContainerStatus]]] = {}
+        for ev in batch:
+            if ev.sandbox_id not in pods:
+                try:
+                    sb = C.sandbox_status_pb(self.rt.pod_sandbox_status(ev.sandbox_id))
+                    pods[ev.sandbox_id] = (sb, [C.container_status_pb(st)
+                                                for st in self.rt.pod_containers(ev.sandbox_id)])
+                except rt_errors.NotFound:  # already removed: the event says so by itself
+                    pods[ev.sandbox_id] = (None, [])
+            sb, ctrs = pods[ev.sandbox_id]
+            yield pb.ContainerEventResponse(container_id=ev.container_id, container_event_type=int(ev.type),
+                                            created_at=ev.created_at, pod_sandbox_status=sb,
+                                            containers_statuses=ctrs)
 
     @rpc
     def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest,

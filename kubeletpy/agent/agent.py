@@ -191,7 +191,7 @@ class Agent:
         self.events = Recorder(client, cfg.node_name, self.node_ip)
         self.status = StatusManager(self)
         self.volumes = VolumeManager(cfg.pods_dir, self.lookup_sync)
-        self.pleg = PLEG(self.cri, self._runtime_changed, cfg.relist_period)
+        self.pleg = PLEG(self.cri, self._runtime_changed, cfg.relist_period, cfg.evented_relist_period)
         self.image_first_seen: dict[str, float] = {}  # image id -> monotonic time (see gc.old_enough)
         self.workers: dict[str, PodWorker] = {}
         self.admitted: set[str] = set()

@@ -37,6 +37,7 @@ class AgentConfig:
     tls_key: Path | None = None
     # timings
     relist_period: float = 1.0             # PLEG
+    evented_relist_period: float = 10.0    # PLEG while the runtime streams events
     resync_period: float = 10.0            # every pod worker syncs at least this often
     lease_duration: int = 40
     lease_renew: float = 10.0

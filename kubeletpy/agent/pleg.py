@@ -8,11 +8,19 @@ creates a sandbox or starts a container it writes the runtime's answer through i
 snapshot (kept until a relist that began afterwards shows it), so starting pods costs no
 relists at all; other changes (kills) call `relist_now()`, and concurrent callers share one
 relist that began after they asked.
+
+Evented, when the runtime streams CRI GetContainerEvents (ours does; containerd 1.7+
+does): a container that exits or is removed, or a pod whose infra dies, wakes a relist
+at once instead of within the second, and the periodic relist drops to
+`evented_period` (10 s), a safety net, like the kubelet's evented PLEG. A runtime
+without the RPC (containerd 1.6) keeps the 1 s relist; a broken stream falls back to it
+until the stream is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,10 +44,15 @@ def _fingerprint(sbs: list[Any], cs: list[Any]) -> tuple[Any, ...]:
 
 
 class PLEG:
-    def __init__(self, cri: Any, on_change: Callable[[str], None], period: float = 1.0) -> None:
+    def __init__(self, cri: Any, on_change: Callable[[str], None], period: float = 1.0,
+                 evented_period: float = 10.0) -> None:
         self.cri = cri
         self.on_change = on_change
         self.period = period
+        self.evented_period = evented_period
+        self.events_live = False   # a GetContainerEvents stream is open right now
+        self.events_seen = 0
+        self._wake = asyncio.Event()
         self.snapshot = Snapshot()
         self._prints: dict[str, tuple[Any, ...]] = {}
         self._lock = asyncio.Lock()
@@ -119,13 +132,54 @@ class PLEG:
             self._completed = mine
 
     async def run(self) -> None:
+        follower = asyncio.create_task(self._follow_events())
+        try:
+            while True:
+                try:
+                    await self.relist_now()
+                    self.healthy = True
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - the runtime may be restarting
+                    self.healthy = False
+                    log.warning("relist failed: %s", e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(),
+                                           self.evented_period if self.events_live else self.period)
+                self._wake.clear()
+        finally:
+            follower.cancel()
+
+    async def _follow_events(self) -> None:
+        """Keep a GetContainerEvents stream open; exits and removals wake the relist loop."""
+        import grpc
+
+        from kubeletpy.agent.cri import pb
+
+        wake_on = {pb.CONTAINER_STOPPED_EVENT, pb.CONTAINER_DELETED_EVENT}
         while True:
+            call = self.cri.rt.GetContainerEvents(pb.GetEventsRequest())
             try:
-                await self.relist_now()
-                self.healthy = True
+                await call.initial_metadata()  # the runtime sends it as the stream opens
+                if not call.done():  # (a refusal, e.g. UNIMPLEMENTED, ends the call with its headers)
+                    self.events_live = True
+                    self._wake.set()  # what changed while no stream was open
+                    log.info("following runtime events; relisting every %gs as a safety net", self.evented_period)
+                async for ev in call:
+                    self.events_seen += 1
+                    if ev.container_event_type in wake_on:
+                        self._wake.set()
             except asyncio.CancelledError:
+                call.cancel()
                 raise
-            except Exception as e:  # noqa: BLE001 - the runtime may be restarting
-                self.healthy = False
-                log.warning("relist failed: %s", e)
-            await asyncio.sleep(self.period)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    self.events_live = False
+                    log.info("the runtime has no GetContainerEvents: relisting every %gs", self.period)
+                    return
+                log.debug("runtime event stream ended: %s", e.code())
+            finally:
+                if self.events_live:
+                    self.events_live = False
+                    self._wake.set()
+            await asyncio.sleep(1.0)

@@ -622,6 +622,21 @@ def cmd_rmi(args: argparse.Namespace) -> None:
             print(f"Deleted: {', '.join(st.image.repo_tags) or st.image.id}")
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """Follow GetContainerEvents, one JSON object per line (crictl events -o json, compact)."""
+    from google.protobuf import json_format
+
+    with _client(args) as c:
+        try:
+            for ev in c.runtime.GetContainerEvents(c.pb.GetEventsRequest()):
+                d = json_format.MessageToDict(ev)
+                d["containerEventType"] = c.pb.ContainerEventType.Name(ev.container_event_type)
+                print(json.dumps(d, separators=(",", ":")), flush=True)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
 def _labels(items: list[str] | None) -> Iterable[tuple[str, str]]:
     for item in items or []:
         k, sep, v = item.partition("=")
@@ -687,6 +702,7 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("-l", "--latest", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-o", "--output", default="table", choices=["table", "json", "yaml"])
+    add("events", cmd_events, "follow container and pod sandbox lifecycle events (JSON lines)")
     p = add("inspect", cmd_inspect, "container status (JSON)")
     p.add_argument("ids", nargs="+")
     p.add_argument("-o", "--output", default="json", choices=["json"])
