@@ -65,6 +65,8 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
       help="CrashLoopBackOff seconds: first delay, cap, reset after running this long (default %(default)s)")
     a("--resync", type=float, default=10.0, help="every pod is re-synced at least this often (s)")
     a("--relist-period", type=float, default=1.0, help="PLEG: how often the runtime is listed (s)")
+    a("--evented-relist-period", type=float, default=10.0,
+      help="PLEG: the relist period while the runtime streams container events (s)")
     a("--gc-period", type=float, default=60.0, help="dead container/image collection period (s)")
     a("--max-dead-per-container", type=int, default=1)
     a("--image-gc-high-threshold", type=float, default=85, help="image fs %% that starts image GC (default 85)")
@@ -112,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> object:
                       node_status_report=args.node_status_report, resync_period=args.resync,
                       gc_period=args.gc_period, max_dead_per_container=args.max_dead_per_container,
                       node_ip=args.node_ip, relist_period=args.relist_period,
+                      evented_relist_period=args.evented_relist_period,
                       image_gc_high=args.image_gc_high_threshold / 100, image_gc_low=args.image_gc_low_threshold / 100,
                       image_min_age=args.image_minimum_gc_age)
     if not 0 <= cfg.image_gc_low <= cfg.image_gc_high <= 1:
