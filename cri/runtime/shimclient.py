@@ -9,8 +9,10 @@ forks a shim per pod: a fork is ~1 ms, and the module pages stay shared.
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -143,6 +145,16 @@ class ExecStartError(ShimError):
     """The command could not be executed (not found, not executable…)."""
 
 
+def _abandoned(reply: dict) -> None:
+    """A shim came up after its launcher gave up (timeout): nobody will record or stop it, so
+    it goes now, infra first, rather than run a pod no one knows of."""
+    for key in ("infra_pid", "pid"):
+        pid = reply.get(key)
+        if isinstance(pid, int) and pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 class _PendingLaunch:
     __slots__ = ("zygote", "done", "reply")
 
@@ -171,6 +183,7 @@ class ShimLauncher:
         self._lock = threading.Lock()
         self._zygote: subprocess.Popen[bytes] | None = None
         self._pending: dict[int, _PendingLaunch] = {}
+        self._closed = False
         self._next_req = 0
         if prewarm:
             with self._lock:
@@ -190,17 +203,26 @@ class ShimLauncher:
     def _read_replies(self, z: subprocess.Popen[bytes]) -> None:
         """Route each ready/error line to its launcher; on EOF fail whoever still waits on this zygote."""
         assert z.stdout is not None
-        with z.stdout:
-            for line in z.stdout:  # lines are < PIPE_BUF, so shims' writes never interleave
-                try:
-                    reply = json.loads(line)
-                except ValueError:
-                    continue
-                with self._lock:
-                    waiter = self._pending.pop(reply.pop("req", -1), None)
-                if waiter is not None:
-                    waiter.reply = reply
-                    waiter.done.set()
+        try:
+            with z.stdout:
+                for line in z.stdout:  # lines are < PIPE_BUF, so shims' writes never interleave
+                    try:
+                        reply = json.loads(line)
+                    except ValueError:
+                        continue
+                    if not isinstance(reply, dict):
+                        continue
+                    with self._lock:
+                        waiter = self._pending.pop(reply.pop("req", -1), None)
+                    if waiter is not None:
+                        waiter.reply = reply
+                        waiter.done.set()
+                    else:
+                        _abandoned(reply)
+        finally:
+            self._fail_pending(z)
+
+    def _fail_pending(self, z: subprocess.Popen[bytes]) -> None:
         with self._lock:
             if self._zygote is z:
                 self._zygote = None
@@ -214,6 +236,8 @@ class ShimLauncher:
     def launch(self, cfg: dict, timeout: float = 30.0) -> dict:
         """Hand `cfg` to a new shim; returns its ready message ({"pid", "infra_pid"}) or raises ShimError."""
         with self._lock:
+            if self._closed:
+                raise ShimError("the runtime is shutting down")
             if self._zygote is None or self._zygote.poll() is not None:
                 self._zygote = self._spawn()
             z = self._zygote
@@ -230,8 +254,11 @@ class ShimLauncher:
                 raise ShimError(f"the shim zygote died (see {self.log_path})") from None
         if not waiter.done.wait(timeout):
             with self._lock:
-                self._pending.pop(req, None)
-            raise ShimError("shim did not start in time")
+                gave_up = self._pending.pop(req, None) is not None
+            if gave_up:  # a reply that comes later finds nobody waiting: the reader kills that shim
+                raise ShimError("shim did not start in time")
+            waiter.done.wait()  # the reply raced our timeout: it is being handed over right now
+        reply = waiter.reply
         reply = waiter.reply
         if "error" in reply:
             raise ShimError(reply["error"])
@@ -239,6 +266,7 @@ class ShimLauncher:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             z, self._zygote = self._zygote, None
         if z is not None:
             if z.stdin is not None:
