@@ -50,7 +50,7 @@ from cni.netns import (
     write_sysctl,
 )
 from cni.plugins import delegate_ipam
-from cni.rtnl import RtnlSocket
+from cni.rtnl import NetlinkError, RtnlSocket
 from cni.spec import ERR_CHECK_FAILED, ERR_EXISTS, ERR_INVALID_CONFIG, CNIArgs, CNIError
 
 if TYPE_CHECKING:
@@ -251,8 +251,8 @@ def add(conf: Mapping[str, Any], args: CNIArgs) -> dict[str, Any]:
     nsfd = open_netns(args.netns)
     try:
         nss, ns = netns_sockets(nsfd)
-        host = host_iproute()
         try:
+            host = host_iproute()
             # No "does CNI_IFNAME exist" lookup up front: a second ADD is refused by
             # host-local's owner index before anything is allocated, and any other
             # name clash makes the veth creation fail with EEXIST -> rolled back below.
@@ -269,6 +269,8 @@ def add(conf: Mapping[str, Any], args: CNIArgs) -> dict[str, Any]:
                 with contextlib.suppress(CNIError):
                     delegate_ipam("DEL", conf, args)
                 raise
+        except NetlinkError:
+            raise  # the kernel said no to a request: the sockets themselves are fine
         except OSError:
             drop_host_iproute()  # a broken socket must not be reused by the next call
             raise
