@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
         return default
 
 
+RACY_NS = 20_000_000  # 20 ms: several kernel ticks (jiffies) of timestamp granularity
+
+
 class JsonCache:
     """read_json for files that are replaced, never edited in place, read far more than written.
 
@@ -81,9 +85,13 @@ class JsonCache:
             obj = hit[3]
         else:
             obj = read_json(key, default)
-            if len(self._entries) >= self._limit:
-                self._entries.clear()
-            self._entries[key] = (st.st_ino, st.st_mtime_ns, st.st_size, obj)
+            # "Racily clean", as git calls it: a freed inode is reused at once, and with coarse
+            # timestamps a same-size rewrite within one tick would look unchanged. Only files
+            # older than that are trusted from the cache.
+            if time.time_ns() - st.st_mtime_ns > RACY_NS:
+                if len(self._entries) >= self._limit:
+                    self._entries.clear()
+                self._entries[key] = (st.st_ino, st.st_mtime_ns, st.st_size, obj)
         return dict(obj) if isinstance(obj, dict) else obj
 
     def forget(self, prefix: str | os.PathLike[str]) -> None:

@@ -43,6 +43,23 @@ def test_json_cache_forget_drops_only_that_directory(tmp_path: Path) -> None:
     a, ab = tmp_path / "c" / "ab", tmp_path / "c" / "abc"
     for d in (a, ab):
         fsutil.atomic_write_json(d / "container.json", {"id": d.name})
+        os.utime(d / "container.json", ns=(1, 1))  # old enough to be cached (see RACY_NS)
         cache.read(d / "container.json")
     cache.forget(a)
     assert list(cache._entries) == [str(ab / "container.json")]
+
+
+def test_json_cache_never_trusts_a_file_younger_than_a_clock_tick(tmp_path: Path) -> None:
+    """Same inode, size and mtime can hide a rewrite on coarse-timestamp kernels: fresh files are
+    always read again; once old enough they are served from the cache."""
+    cache = fsutil.JsonCache()
+    p = tmp_path / "r.json"
+    p.write_text('{"v": 1}')
+    assert cache.read(p) == {"v": 1}
+    st = p.stat()
+    with open(p, "r+") as f:  # rewrite in place: same inode and size...
+        f.write('{"v": 2}')
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and the same mtime
+    assert cache.read(p) == {"v": 2}
+    os.utime(p, ns=(1, 1))
+    assert cache.read(p) == {"v": 2} and str(p) in cache._entries
