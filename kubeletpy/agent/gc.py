@@ -99,8 +99,10 @@ async def collect(agent: Agent) -> tuple[int, int]:
     images_removed = 0
     try:
         fs = await agent.cri.image_fs_info()
+        # every pass, not only under pressure: an image's age counts from when we first saw it
+        eligible = old_enough(agent, await agent.cri.list_images())
     except Exception:  # noqa: BLE001
-        fs = []
+        fs, eligible = [], []
     for f in fs:
         mount = f.fs_id.mountpoint
         measured = fs_used(mount)
@@ -115,8 +117,8 @@ async def collect(agent: Agent) -> tuple[int, int]:
             in_use.add(c.image.image)
         target = capacity * agent.cfg.image_gc_low
         done = 0
-        for img in images_to_remove(old_enough(agent, await agent.cri.list_images()), in_use, used, capacity,
-                                    agent.cfg.image_gc_high, agent.cfg.image_gc_low):
+        for img in images_to_remove(eligible, in_use, used, capacity, agent.cfg.image_gc_high,
+                                    agent.cfg.image_gc_low):
             # The plan counts image sizes, which are compressed bytes, while an image also takes its
             # unpacked layers on disk: it frees more than planned, so the filesystem says when to stop.
             now = fs_used(mount) if done else measured
