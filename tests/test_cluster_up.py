@@ -96,9 +96,11 @@ def test_up_runs_the_web_example_and_down_leaves_nothing(cluster) -> None:
     during = _host_state(tag, base)
     assert during["bridge"] and during["veths_on_bridge"] and during["leases"] == [ip]
 
+    # the runtime dies hard (its socket file stays behind): `down` starts one just to remove the pod
+    os.kill(int((base / "run" / "runtime.pid").read_text()), 9)
     down = kp("down")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert "1 removed" in down.stdout
+    assert "started to remove the pods it left" in down.stdout and "1 removed" in down.stdout, down.stdout
     after = _host_state(tag, base)
     assert after == {"mounts": [], "bridge": False, "veths_on_bridge": False, "cgroups": [], "procs": [],
                      "leases": []}, after
@@ -169,3 +171,28 @@ def test_up_foreground_supervises_one_process_tree(cluster) -> None:
     after = _host_state(tag, base)
     assert after == {"mounts": [], "bridge": False, "veths_on_bridge": False, "cgroups": [], "procs": [],
                      "leases": []}, after
+
+
+def test_down_stops_a_foreground_supervisor_first(cluster) -> None:
+    """`down` while `up --foreground` runs: the supervisor is stopped before anything else, so it
+    cannot restart what `down` stops, and the host ends clean."""
+    kp, kubectl, tag, base = cluster
+    log_path = base.parent / "up-fg.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "kubeletpy", "up", "--foreground", *kp.args], stdout=log,
+                              stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        _wait(lambda: "supervising" in log_path.read_text() or up.poll() is not None, 240, "the node to be Ready")
+        assert up.poll() is None, log_path.read_text()
+        second = kp("up", "--foreground")  # one supervisor per cluster
+        assert second.returncode == 1 and "already supervises" in second.stderr, second.stdout + second.stderr
+        down = kp("down")
+        assert down.returncode == 0 and "supervisor" in down.stdout, down.stdout + down.stderr
+        assert up.wait(30) == 0
+        assert "restarted" not in log_path.read_text(), log_path.read_text()
+        after = _host_state(tag, base)
+        assert after["procs"] == [] and not after["bridge"], after
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()

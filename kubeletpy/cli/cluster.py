@@ -177,7 +177,12 @@ def _answers(c: Component) -> bool:
             return True
         return False
     if c.socket_path is not None:
-        return c.socket_path.exists()
+        # A connect, not just the file: a runtime killed with -9 leaves its socket file behind.
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(str(c.socket_path))
+            return True
+        return False
     return True
 
 
@@ -257,9 +262,13 @@ def _node_ready(layout: ClusterLayout) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
 
 
-def _wait_answering(c: Component, proc: subprocess.Popen[bytes], layout: ClusterLayout, timeout: float) -> bool:
+def _wait_answering(c: Component, proc: subprocess.Popen[bytes], layout: ClusterLayout, timeout: float,
+                    stop: _StopRequest | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while not _answers(c):
+        if stop is not None and stop.requested:
+            print(f"{c.name:14} start interrupted", file=sys.stderr)
+            return False
         # We are its parent: poll() is the authority on whether it is still alive.
         rc = proc.poll()
         if rc is not None or time.monotonic() > deadline:
@@ -274,6 +283,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     layout = _layout(args)
     foreground = bool(getattr(args, "foreground", False))
     stop = _StopRequest() if foreground else None
+    if foreground:
+        other = running_pid(layout.pid_file("up"))
+        if other is not None and other != os.getpid():
+            print(f"`kubeletpy up --foreground` already supervises this cluster (pid {other})", file=sys.stderr)
+            return 1
+        layout.run_root.mkdir(parents=True, exist_ok=True)
+        layout.pid_file("up").write_text(f"{os.getpid()}\n")  # so `down` can stop us first
+    try:
+        return _up(args, layout, foreground, stop)
+    finally:
+        if foreground:
+            with contextlib.suppress(FileNotFoundError):
+                if layout.pid_file("up").read_text().strip() == str(os.getpid()):
+                    layout.pid_file("up").unlink()
+
+
+def _up(args: argparse.Namespace, layout: ClusterLayout, foreground: bool, stop: _StopRequest | None) -> int:
     _prepare_node(layout)
     started_any = False
     children: dict[str, tuple[Component, subprocess.Popen[bytes]]] = {}
@@ -290,7 +316,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         proc = _start(c, layout, foreground)
         started_any = True
         children[c.name] = (c, proc)
-        if not _wait_answering(c, proc, layout, args.timeout):
+        if not _wait_answering(c, proc, layout, args.timeout, stop):
             if foreground:  # nobody would supervise what we already started
                 _stop_children(children, layout)
             return 1
@@ -352,6 +378,15 @@ def _supervise(children: dict[str, tuple[Component, subprocess.Popen[bytes]]], l
                 if now - started[name] > 60:
                     backoff[name] = 1.0
                 continue
+            if layout.pid_file(name).exists() and layout.pid_file(name).read_text().strip() != str(proc.pid):
+                # someone else started or stopped this component (its pid file is not ours): theirs now
+                print(f"{name:14} exited; its pid file is no longer ours, so it is not restarted", flush=True)
+                del children[name]
+                continue
+            if not layout.pid_file(name).exists():
+                print(f"{name:14} stopped from outside (pid file removed); not restarted", flush=True)
+                del children[name]
+                continue
             if name not in due:
                 due[name] = now + backoff[name]
                 print(f"{name:14} exited with status {rc}; restarting in {backoff[name]:.0f}s "
@@ -362,7 +397,12 @@ def _supervise(children: dict[str, tuple[Component, subprocess.Popen[bytes]]], l
                 if name == "agent":
                     with contextlib.suppress(Exception):
                         _join_node(layout)
-                proc = _start(c, layout, foreground=True)
+                try:
+                    proc = _start(c, layout, foreground=True)
+                except OSError as e:  # e.g. out of processes: try again after the next back-off
+                    print(f"{name:14} could not be restarted: {e}", flush=True)
+                    due[name] = now + backoff[name]
+                    continue
                 children[name] = (c, proc)
                 started[name] = now
                 print(f"{name:14} restarted (pid {proc.pid})", flush=True)
@@ -389,12 +429,21 @@ def _stop_children(children: dict[str, tuple[Component, subprocess.Popen[bytes]]
         print(f"{name:14} stopped", flush=True)
 
 
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie its parent (not us) has yet to reap: either way it has finished."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
 def _stop(pid: int, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
+        if _exited(pid):
             return
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
@@ -445,6 +494,10 @@ def _rmdir_cgroups(name: str) -> None:
 
 def cmd_down(args: argparse.Namespace) -> int:
     layout = _layout(args)
+    sup = running_pid(layout.pid_file("up"))
+    if sup is not None:  # an `up --foreground` would restart what we stop: it stops its children itself
+        _stop(sup, grace=60.0)
+        print(f"{'supervisor':14} stopped (pid {sup})")
     # The agent first, so nothing restarts pods while we tear down; then the pods, through
     # the still-running runtime; then the runtime and the control plane.
     for name in ("agent", "runtime", "control-plane"):
@@ -487,8 +540,9 @@ def cmd_down(args: argparse.Namespace) -> int:
         # The run root holds only sockets, pid files, mount points and the shim zygote's log, all
         # done with by now: drop the log and the empty directories (rmdir, so anything still in use
         # stays and says so by staying).
-        with contextlib.suppress(FileNotFoundError):
-            (layout.run_root / "shims" / "shim.log").unlink()
+        if not _has_sandboxes(layout):  # shims still running would still write to it
+            with contextlib.suppress(FileNotFoundError):
+                (layout.run_root / "shims" / "shim.log").unlink()
         for d in sorted((p for p in layout.run_root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
                         reverse=True) + [layout.run_root]:
             with contextlib.suppress(OSError):
