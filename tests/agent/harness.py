@@ -138,6 +138,12 @@ class Cluster:
                  "the CNI config for the pod CIDR")
 
     def start(self) -> Cluster:
+        # The runtime's run root on a tmpfs, as /run/kubeletpy is on a real node: its sockets,
+        # netns mount points and per-pod run dirs never touch the disk.
+        run = self.base / "run"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", f"kpa-run-{self.tag}", str(run)],
+                       check=True)
+        self.own_mounts.insert(0, run)
         self.start_controlplane()
         self.start_runtime()
         self.start_agent()
