@@ -45,8 +45,20 @@ def _ports_conflict(a: tuple[str, str, int], b: tuple[str, str, int]) -> bool:
     return a[1] == b[1] or "0.0.0.0" in (a[1], b[1])
 
 
-def admit(pod: dict[str, Any], admitted: list[dict[str, Any]], alloc: Allocatable) -> Rejection | None:
-    """None when the pod fits; otherwise why not (first failing check, kubelet order)."""
+def admit(pod: dict[str, Any], admitted: list[dict[str, Any]], alloc: Allocatable,
+          pressure: set[str] | None = None) -> Rejection | None:
+    """None when the pod fits; otherwise why not (first failing check, kubelet order).
+
+    Under node pressure (conditions from eviction.py) the kubelet admits nothing it would
+    have to evict next: no BestEffort pod under MemoryPressure, no pod at all under disk or
+    PID pressure; static pods always.
+    """
+    from kubeletpy.agent import staticpods
+
+    blocking = sorted(pressure or ())
+    if blocking and not staticpods.is_static(pod) and (
+            set(blocking) - {"MemoryPressure"} or qos.qos_class(pod) == "BestEffort"):
+        return Rejection("Evicted", f"The node had condition: [{', '.join(blocking)}]. ")
     if len(admitted) + 1 > alloc.pods:
         return Rejection("OutOfpods", f"Node didn't have enough resource: pods, requested: 1, used: {len(admitted)}, "
                                       f"capacity: {alloc.pods}")

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any
 
-from kubeletpy.agent import admission, gc, staticpods
+from kubeletpy.agent import admission, eviction, gc, staticpods
 from kubeletpy.agent import labels as L
 from kubeletpy.agent.backoff import Backoff
 from kubeletpy.agent.config import AgentConfig
@@ -192,6 +192,7 @@ class Agent:
         self.status = StatusManager(self)
         self.volumes = VolumeManager(cfg.pods_dir, self.lookup_sync)
         self.pleg = PLEG(self.cri, self._runtime_changed, cfg.relist_period, cfg.evented_relist_period)
+        self.pressure: set[str] = set()  # node conditions under pressure now (eviction.py)
         self.image_first_seen: dict[str, float] = {}  # image id -> monotonic time (see gc.old_enough)
         self.workers: dict[str, PodWorker] = {}
         self.admitted: set[str] = set()
@@ -327,7 +328,7 @@ class Agent:
         active = [w.pod for u, w in self.workers.items()
                   if u in self.admitted and u != uid and not w.done and w.rejected is None and w.terminal is None
                   and (w.pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-        rej = admission.admit(pod, active, admission.Allocatable(cpu, mem, pods))
+        rej = admission.admit(pod, active, admission.Allocatable(cpu, mem, pods), self.pressure)
         if rej is not None:
             worker.rejected = (rej.reason, rej.message)
             self.events.emit(pod, "Warning", rej.reason, rej.message)
@@ -590,6 +591,7 @@ class Agent:
         spawn(asyncio.create_task(self._lease_loop()))
         spawn(asyncio.create_task(self._housekeeping()))
         spawn(asyncio.create_task(gc.run(self)))
+        spawn(asyncio.create_task(eviction.run(self)))
         if self.cfg.manifests_dir is not None:
             spawn(asyncio.create_task(self._static_loop()))
         self.ready.set()

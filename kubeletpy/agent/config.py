@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeletpy import paths
+from kubeletpy.agent.eviction import DEFAULT_HARD, Threshold, parse_thresholds
 
 
 @dataclass
@@ -28,9 +29,9 @@ class AgentConfig:
     max_pods: int = 110
     system_reserved_cpu_milli: int = 0
     system_reserved_memory: int = 0
-    eviction_memory_available: int = 100 * 2**20   # MemoryPressure below this
-    eviction_nodefs_available: float = 0.10        # DiskPressure below this fraction free
-    eviction_pids_available: float = 0.10          # PIDPressure below this fraction of pid_max free
+    # hard eviction thresholds (see eviction.py): pressure conditions, eviction, allocatable
+    eviction_hard: dict[str, Threshold] = field(default_factory=lambda: parse_thresholds(DEFAULT_HARD))
+    eviction_interval: float = 10.0        # how often the signals are measured
     port: int = 10250                      # HTTPS server; 0 picks a free one, -1 disables it
     address: str = "0.0.0.0"
     tls_cert: Path | None = None

@@ -94,6 +94,11 @@ class CRIClient:
         return list((await self.rt.ListContainers(pb.ListContainersRequest(filter=f), timeout=self.timeout))
                     .containers)
 
+    async def list_container_stats(self, labels: dict[str, str] | None = None) -> list[Any]:
+        f = pb.ContainerStatsFilter(label_selector=labels or {})
+        return list((await self.rt.ListContainerStats(pb.ListContainerStatsRequest(filter=f),
+                                                      timeout=self.timeout)).stats)
+
     async def container_status(self, cid: str) -> Any:
         return (await self.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid),
                                               timeout=self.timeout)).status

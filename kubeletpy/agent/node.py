@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from kubeletpy.agent import quantity
+from kubeletpy.agent import eviction, quantity
 from kubeletpy.agent.config import AgentConfig
 
 KUBELET_VERSION = "v1.31.0"
@@ -102,13 +102,16 @@ class NodeStatusMaker:
     def allocatable_numbers(self) -> tuple[int, int, int]:
         """(milli-cpu, memory bytes, pods) that pods may request (capacity - reservations)."""
         cpu = cpu_count() * 1000 - self.cfg.system_reserved_cpu_milli
-        mem = meminfo().get("MemTotal", 0) - self.cfg.system_reserved_memory - self.cfg.eviction_memory_available
+        total = meminfo().get("MemTotal", 0)
+        th = self.cfg.eviction_hard.get("memory.available")
+        mem = total - self.cfg.system_reserved_memory - int(th.minimum(total) if th else 0)
         return max(cpu, 0), max(mem, 0), self.cfg.max_pods
 
     def allocatable(self) -> dict[str, str]:
         cpu, mem, pods = self.allocatable_numbers()
         cap_disk, _ = fs_usage(self.cfg.root_dir)
-        eph = int(cap_disk * (1 - self.cfg.eviction_nodefs_available))
+        th = self.cfg.eviction_hard.get("nodefs.available")
+        eph = int(cap_disk - (th.minimum(cap_disk) if th else 0))
         return {"cpu": quantity.fmt_milli(cpu), "memory": quantity.fmt_bytes(mem // 1024 * 1024), "pods": str(pods),
                 "ephemeral-storage": str(eph)}
 
@@ -122,12 +125,9 @@ class NodeStatusMaker:
         return c
 
     def conditions(self, runtime_ready: bool, runtime_message: str, now: str) -> list[dict[str, Any]]:
-        mem_avail = meminfo().get("MemAvailable", 0)
-        mem_p = mem_avail < self.cfg.eviction_memory_available
-        cap, avail = fs_usage(self.cfg.root_dir)
-        disk_p = cap > 0 and avail / cap < self.cfg.eviction_nodefs_available
-        running, pid_max = pid_usage()
-        pid_p = (pid_max - running) / pid_max < self.cfg.eviction_pids_available
+        pressure = set(eviction.under_pressure(eviction.observe(self.cfg.root_dir), self.cfg.eviction_hard))
+        mem_p, disk_p, pid_p = ("memory.available" in pressure, "nodefs.available" in pressure,
+                                "pid.available" in pressure)
         return [
             self._cond("MemoryPressure", mem_p, "KubeletHasInsufficientMemory" if mem_p else
                        "KubeletHasSufficientMemory",

@@ -81,6 +81,12 @@ def mirror_of(pod: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
+def is_static(pod: dict[str, Any]) -> bool:
+    """From a manifest file (or its mirror in the API): node-critical, never evicted."""
+    ann = (pod.get("metadata") or {}).get("annotations") or {}
+    return ann.get(L.CONFIG_SOURCE) == "file" or L.CONFIG_MIRROR in ann
+
+
 def is_mirror(pod: dict[str, Any]) -> bool:
     return L.CONFIG_MIRROR in ((pod.get("metadata") or {}).get("annotations") or {})
 

@@ -212,6 +212,10 @@ def build_status(
     ]
     if "PodScheduled" in previous:
         conditions[-1] = previous["PodScheduled"]
+    if terminal is not None and terminal[1] == "Evicted":
+        dt = _condition("DisruptionTarget", True, previous, now)
+        dt.update(reason="TerminationByKubelet", message=terminal[2])  # a True condition that explains itself
+        conditions.append(dt)
     status: dict[str, Any] = {
         "phase": phase,
         "conditions": conditions,

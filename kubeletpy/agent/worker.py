@@ -54,6 +54,8 @@ class PodWorker:
         self.rejected: tuple[str, str] | None = None
         self.terminal: tuple[str, str, str] | None = None
         self.done = False
+        self.terminal_grace: int | None = None  # eviction kills at once, whatever the pod asked for
+        self.volumes_removed = False
         self.task: asyncio.Task[None] | None = None
         self.probe_states: dict[tuple[str, str], probes.ProbeState] = {}
         self.probe_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -146,8 +148,14 @@ class PodWorker:
             return
         phase = (self.pod.get("status") or {}).get("phase")
         if self.terminal is not None or phase in ("Succeeded", "Failed"):
-            await self.kill_all(reason="pod is terminal", grace=self.grace_period(), stop_sandbox=True)
+            grace = self.terminal_grace if self.terminal_grace is not None else self.grace_period()
+            await self.kill_all(reason="pod is terminal", grace=grace, stop_sandbox=True)
             await self.report_current()
+            if not self.volumes_removed:
+                # a finished pod's volumes go now (the kubelet keeps none): an evicted pod's
+                # emptyDir is what frees the disk it was evicted for
+                await asyncio.to_thread(self.agent.volumes.teardown, self.uid)
+                self.volumes_removed = True
             return
         if self.start_time is None:
             self.start_time = now_rfc3339()
@@ -611,6 +619,13 @@ class PodWorker:
         except Exception as e:
             if not cric.is_not_found(e):
                 log.warning("stop container %s of %s: %s", cid[:12], self.key, e)
+
+    def evict(self, message: str) -> None:
+        """Node-pressure eviction (eviction.py): Failed/Evicted, killed at once by the next sync."""
+        self.terminal = ("Failed", "Evicted", message)
+        self.terminal_grace = 0
+        self.event("Warning", "Evicted", message)
+        self.kick()
 
     async def kill_all(self, reason: str, grace: int, stop_sandbox: bool) -> None:
         sandboxes, containers = self._runtime_state()

@@ -61,6 +61,8 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
       help="bearer tokens the HTTPS server accepts besides admin credentials (one per line)")
     a("--node-labels", default="", help="k=v,k2=v2 added to the Node")
     a("--node-status-report", type=float, default=300.0, help="push node status at least this often (s)")
+    a("--node-status-check", type=float, default=10.0,
+      help="measure node status (conditions) this often, pushing it when it changed (s)")
     a("--backoff", default="10,300,600", metavar="INITIAL,MAX,RESET",
       help="CrashLoopBackOff seconds: first delay, cap, reset after running this long (default %(default)s)")
     a("--resync", type=float, default=10.0, help="every pod is re-synced at least this often (s)")
@@ -69,6 +71,10 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
       help="PLEG: the relist period while the runtime streams container events (s)")
     a("--gc-period", type=float, default=60.0, help="dead container/image collection period (s)")
     a("--max-dead-per-container", type=int, default=1)
+    a("--eviction-hard", default=None, metavar="SIGNAL<VALUE,...",
+      help="hard eviction thresholds, kubelet syntax (default: memory.available<100Mi,nodefs.available<10%%,"
+           "pid.available<10%%; '' disables eviction)")
+    a("--eviction-monitoring-interval", type=float, default=10.0, help="how often signals are measured (s)")
     a("--image-gc-high-threshold", type=float, default=85, help="image fs %% that starts image GC (default 85)")
     a("--image-gc-low-threshold", type=float, default=80, help="image GC frees down to this %% (default 80)")
     a("--image-minimum-gc-age", type=float, default=120.0,
@@ -117,6 +123,14 @@ def config_from_args(args: argparse.Namespace) -> object:
                       evented_relist_period=args.evented_relist_period,
                       image_gc_high=args.image_gc_high_threshold / 100, image_gc_low=args.image_gc_low_threshold / 100,
                       image_min_age=args.image_minimum_gc_age)
+    if args.eviction_hard is not None:
+        from kubeletpy.agent.eviction import ThresholdError, parse_thresholds
+        try:
+            cfg.eviction_hard = parse_thresholds(args.eviction_hard)
+        except ThresholdError as e:
+            raise CLIError(str(e)) from None
+    cfg.eviction_interval = args.eviction_monitoring_interval
+    cfg.node_status_check = args.node_status_check
     if not 0 <= cfg.image_gc_low <= cfg.image_gc_high <= 1:
         raise CLIError("--image-gc-low-threshold must be <= --image-gc-high-threshold, both within 0-100")
     if args.node_name:

@@ -510,3 +510,59 @@ def test_image_gc_frees_a_full_image_fs_largest_unused_first() -> None:
         c.purge()
     assert not leftovers, f"host not clean after the GC cluster stopped: {leftovers}\n{logs}"
     assert not any(str(base) in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+# ------------------------------------------------------------------ node-pressure eviction
+
+NODEFS_MIB = 64
+
+
+def test_disk_pressure_evicts_the_noisy_neighbour() -> None:
+    """A cluster of its own whose agent root (where emptyDir volumes live: the kubelet's nodefs)
+    is a 64 MiB tmpfs, with `--eviction-hard nodefs.available<50%`. A BestEffort pod fills its
+    emptyDir with 40 MiB; the node reports DiskPressure, that pod (and only it) is evicted --
+    Failed/Evicted, DisruptionTarget, killed at once, its volume removed -- the pressure goes,
+    and the quiet Burstable pod beside it never noticed."""
+    base = Path(tempfile.mkdtemp(prefix="kpe-", dir="/tmp"))
+    c = Cluster(base, agent_args=["--eviction-hard", "nodefs.available<50%", "--eviction-monitoring-interval",
+                                  "1", "--node-status-check", "1"])
+    nodefs = base / "agent"
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={NODEFS_MIB}m,mode=0755", f"kpa-nodefs-{c.tag}",
+                        str(nodefs)], check=True)
+        c.own_mounts.append(nodefs)
+        c.start()
+        vol = {"volumes": [{"name": "d", "emptyDir": {}}]}
+        c.apply(simple_pod("quiet", c.node, "exec sleep 3600", terminationGracePeriodSeconds=1, **vol,
+                           container={"volumeMounts": [{"name": "d", "mountPath": "/d"}],
+                                      "resources": {"requests": {"memory": "16Mi", "cpu": "10m"}}}))
+        quiet = c.wait_pod("quiet", Cluster.ready, 40, "quiet Ready")
+        assert fs_usage(nodefs) < 0.5
+        c.apply(simple_pod("hog", c.node, "dd if=/dev/zero of=/d/fill bs=1M count=40; exec sleep 3600",
+                           terminationGracePeriodSeconds=30, **vol,
+                           container={"volumeMounts": [{"name": "d", "mountPath": "/d"}]}))
+        hog = c.wait_pod("hog", lambda p: p["status"].get("phase") == "Failed", 60, "hog evicted")
+        st = hog["status"]
+        assert st["reason"] == "Evicted", st
+        assert st["message"].startswith("The node was low on resource: ephemeral-storage. Threshold quantity: 50%")
+        assert any(x["type"] == "DisruptionTarget" and x["status"] == "True" and x["reason"] == "TerminationByKubelet"
+                   for x in st["conditions"]), st["conditions"]
+        assert "Evicted" in events(c, "hog")
+        # its emptyDir went with it, so the disk came back and the node says so
+        wait_for(lambda: fs_usage(nodefs) < 0.5, 30, "the hog's emptyDir removed")
+
+        def disk_pressure() -> str:
+            conds = (c.get("node", c.node, "") or {}).get("status", {}).get("conditions", [])
+            return next((x["status"] for x in conds if x["type"] == "DiskPressure"), "")
+
+        wait_for(lambda: disk_pressure() == "False", 30, "DiskPressure back to False")
+        q = c.pod("quiet")
+        assert Cluster.ready(q) and cstatus(q)["restartCount"] == 0
+        assert cstatus(q)["containerID"] == cstatus(quiet)["containerID"]
+        assert "Evicted" not in events(c, "quiet")
+    finally:
+        leftovers = c.close()
+        logs = {n: c.log(n)[-4000:] for n in ("agent", "runtime")}
+        c.purge()
+    assert not leftovers, f"host not clean after the eviction cluster stopped: {leftovers}\n{logs}"
+    assert not any(str(base) in line for line in Path("/proc/self/mountinfo").read_text().splitlines())

@@ -514,3 +514,54 @@ def test_cli_defaults_to_the_local_control_plane(tmp_path: object, monkeypatch: 
     assert args.ca_file.read_bytes() == b"CA-PEM"
     cfg = cli_agent.config_from_args(args)
     assert cfg.server == "https://127.0.0.1:7443" and cfg.max_pods == 110 and cfg.port == 10250  # type: ignore[attr-defined]
+
+
+def test_eviction_thresholds_parse_like_the_kubelets() -> None:
+    from kubeletpy.agent import eviction as ev
+
+    th = ev.parse_thresholds(ev.DEFAULT_HARD)
+    assert th["memory.available"].quantity == 100 * 2**20
+    assert th["nodefs.available"].fraction == 0.10 and th["pid.available"].fraction == 0.10
+    assert ev.parse_thresholds("pid.available<1000, memory.available<1Gi")["pid.available"].quantity == 1000
+    assert ev.parse_thresholds("") == {}
+    for bad in ("memory.available>1Gi", "cpu.available<1", "nodefs.available<150%", "memory.available<lots"):
+        with pytest.raises(ev.ThresholdError, match="--eviction-hard"):
+            ev.parse_thresholds(bad)
+
+
+def test_eviction_pressure_and_ranking() -> None:
+    from kubeletpy.agent import eviction as ev
+
+    th = ev.parse_thresholds("memory.available<1Gi,nodefs.available<10%")
+    obs = {"memory.available": ev.Observation("memory.available", 2 * 2**30, 8 * 2**30),
+           "nodefs.available": ev.Observation("nodefs.available", 5, 100),
+           "pid.available": ev.Observation("pid.available", 1, 100)}
+    assert ev.under_pressure(obs, th) == ["nodefs.available"]  # pid has no threshold here
+
+    def pod(name: str, requests: dict | None = None, limits: dict | None = None) -> dict:
+        res = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+        return {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "resources": res}]}}
+
+    guaranteed = pod("g", {"cpu": "1", "memory": "1Gi"}, {"cpu": "1", "memory": "1Gi"})
+    burstable = pod("b", {"memory": "100Mi"})
+    best = pod("be")
+    cands = [ev.Candidate(guaranteed, 2 * 2**30, 2**30),           # over its request: first
+             ev.Candidate(burstable, 50 * 2**20, 100 * 2**20),
+             ev.Candidate(best, 10 * 2**20, 0),                     # over (0 requested): second, less over
+             ev.Candidate(pod("be2"), 0, 0)]
+    assert [c.pod["metadata"]["name"] for c in ev.rank(cands)] == ["g", "be", "be2", "b"]
+    msg = ev.message("nodefs.available", th["nodefs.available"], obs["nodefs.available"], cands[2])
+    assert msg.startswith("The node was low on resource: ephemeral-storage. Threshold quantity: 10%")
+
+
+def test_admission_under_node_pressure() -> None:
+    alloc = admission.Allocatable(4000, 8 * 2**30, 110)
+    best = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}
+    burst = {"metadata": {"name": "q"}, "spec": {"containers": [{"name": "c", "resources": {
+        "requests": {"memory": "10Mi"}}}]}}
+    static = {"metadata": {"name": "s", "annotations": {L.CONFIG_SOURCE: "file"}}, "spec": best["spec"]}
+    rej = admission.admit(best, [], alloc, {"MemoryPressure"})
+    assert rej is not None and rej.reason == "Evicted" and "MemoryPressure" in rej.message
+    assert admission.admit(burst, [], alloc, {"MemoryPressure"}) is None
+    assert admission.admit(burst, [], alloc, {"DiskPressure"}).reason == "Evicted"
+    assert admission.admit(static, [], alloc, {"DiskPressure", "MemoryPressure"}) is None
