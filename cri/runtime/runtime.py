@@ -292,30 +292,24 @@ class Runtime:
 
     def _pod_config(self, sb: dict) -> PodSandboxConfig:
         """The sandbox's config as a dataclass (read-only use). A sandbox's config never changes
-        after creation, so the conversion (~70 µs, on every container create) is kept per
-        (id, created_at); remove_pod_sandbox drops it."""
-        key = (sb["id"], sb["created_at"])
-        cfg = self._pod_configs.get(key)
-        if cfg is None:
-            cfg = from_dict(PodSandboxConfig, sb["config"])
-            with self._lock:
-                if len(self._pod_configs) >= 1024:
-                    self._pod_configs.clear()
-                self._pod_configs[key] = cfg
-        return cfg
+        after creation, so the conversion (~70 µs, on every container create and sandbox status)
+        is kept per (id, created_at); remove_pod_sandbox drops it."""
+        return self._decoded(self._pod_configs, sb, PodSandboxConfig, 1024)
 
     def _ctr_config(self, rec: dict) -> ContainerConfig:
-        """The container's config as a dataclass (read-only use). It never changes after
-        create, and converting it was most of a ListContainers (the agent relists every
-        second): kept per (id, created_at), like _pod_config; remove_container drops it."""
+        """The container's config as a dataclass (read-only use), kept like _pod_config: converting
+        it was most of a ListContainers (the agent relists); remove_container drops it."""
+        return self._decoded(self._ctr_configs, rec, ContainerConfig, 4096)
+
+    def _decoded(self, cache: dict[tuple[str, int], Any], rec: dict, cls: type, limit: int) -> Any:
         key = (rec["id"], rec["created_at"])
-        cfg = self._ctr_configs.get(key)
+        cfg = cache.get(key)
         if cfg is None:
-            cfg = from_dict(ContainerConfig, rec["config"])
+            cfg = from_dict(cls, rec["config"])
             with self._lock:
-                if len(self._ctr_configs) >= 4096:
-                    self._ctr_configs.clear()
-                self._ctr_configs[key] = cfg
+                if len(cache) >= limit:
+                    cache.clear()
+                cache[key] = cfg
         return cfg
 
     def _sb_lock(self, sandbox_id: str) -> threading.RLock:
