@@ -72,6 +72,13 @@ def _write_record(path: str | os.PathLike[str], obj: Any) -> None:
     fsutil.atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode() + b"\n")
 
 
+def _selected(st: Any, state: Any, label_selector: dict[str, str] | None) -> bool:
+    """The List* filters shared by sandboxes and containers: state, then every selector label."""
+    if state is not None and st.state != state:
+        return False
+    return not label_selector or all(st.labels.get(k) == v for k, v in label_selector.items())
+
+
 def _now() -> int:
     return time.time_ns()
 
@@ -606,11 +613,8 @@ class Runtime:
             if rec is None:
                 continue
             st = self._sb_status(rec)
-            if state is not None and st.state != state:
-                continue
-            if label_selector and any(st.labels.get(k) != v for k, v in label_selector.items()):
-                continue
-            out.append(st)
+            if _selected(st, state, label_selector):
+                out.append(st)
         return out
 
     # ---- containers ------------------------------------------------------------------------
@@ -943,11 +947,8 @@ class Runtime:
             if rec is None or (pod_sandbox_id and not rec["sandbox_id"].startswith(pod_sandbox_id)):
                 continue
             st = self._ctr_status(rec)
-            if state is not None and st.state != state:
-                continue
-            if label_selector and any(st.labels.get(k) != v for k, v in label_selector.items()):
-                continue
-            out.append(st)
+            if _selected(st, state, label_selector):
+                out.append(st)
         return out
 
     def stop_container(self, container_id: str, timeout: float = 10) -> None:
