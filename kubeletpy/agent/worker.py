@@ -279,17 +279,22 @@ class PodWorker:
             return policy != "Never" and exit_code != 0
         return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
+    async def _view(self, c: dict[str, Any], kind: str, in_sandbox: list[Any],
+                    all_ctrs: list[Any]) -> tuple[ContainerView, int]:
+        """A container's current and previous instance in this sandbox; restarts count across sandboxes."""
+        name = c.get("name", "")
+        inst = await self._instances(name, kind, in_sandbox)
+        history = await self._instances(name, kind, all_ctrs)
+        count = history[0].restart_count if history else 0
+        return ContainerView(name, c.get("image", ""), inst[0] if inst else None,
+                             inst[1] if len(inst) > 1 else None, count), count
+
     async def _sync_init(self, specs: list[dict[str, Any]], in_sandbox: list[Any], all_ctrs: list[Any], sid: str,
                          sb_cfg: Any, vols: dict[str, Any]) -> tuple[list[ContainerView], bool]:
         views: list[ContainerView] = []
         blocked = False
         for c in specs:
-            name = c.get("name", "")
-            inst = await self._instances(name, INIT, in_sandbox)
-            history = await self._instances(name, INIT, all_ctrs)
-            count = history[0].restart_count if history else 0
-            v = ContainerView(name, c.get("image", ""), inst[0] if inst else None,
-                              inst[1] if len(inst) > 1 else None, count)
+            v, count = await self._view(c, INIT, in_sandbox, all_ctrs)
             views.append(v)
             if blocked:
                 v.waiting_reason = "PodInitializing"
@@ -315,11 +320,7 @@ class PodWorker:
         views = []
         for c in specs:
             name = c.get("name", "")
-            inst = await self._instances(name, REGULAR, in_sandbox)
-            history = await self._instances(name, REGULAR, all_ctrs)
-            count = history[0].restart_count if history else 0
-            v = ContainerView(name, c.get("image", ""), inst[0] if inst else None,
-                              inst[1] if len(inst) > 1 else None, count)
+            v, count = await self._view(c, REGULAR, in_sandbox, all_ctrs)
             views.append(v)
             if not start:
                 v.waiting_reason = "PodInitializing"
