@@ -27,9 +27,15 @@ leader changed) moves to the next endpoint and retries for up to `retry_for` sec
 the pump re-opens its stream on another endpoint from the last revision it delivered, so
 a watcher sees no gap and no duplicate when one member dies. A member that hangs or is cut
 off without closing connections is caught by a watchdog (newer revisions seen through
-requests, but the pump has not moved for two periods) and left the same way. A write whose answer was lost
-may have been applied: its retry then reports KeyExists/Conflict, which the registry's
-optimistic-concurrency loop already handles by re-reading.
+requests, but the pump has not moved for two periods) and left the same way.
+
+**Ambiguous writes.** A write whose answer was lost (timeout, dropped connection, "leader
+changed") may still be committed, by the member that went quiet or by a new leader that
+inherits the proposal. Its retry then finds its own effect: the key exists, or has moved on.
+The retry's failure branch reads the key back; if the stored bytes are the ones this write
+put there, at a revision newer than anything seen before the first attempt, the write
+succeeded and is reported so (API objects carry a uid and timestamps, so equal bytes mean
+this write). A delete looks for its own DELETE in the pump's recent events instead.
 """
 
 from __future__ import annotations
@@ -209,11 +215,17 @@ class EtcdStorage(Storage):
             self._rev = rev
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return (await self._request(path, body))[0]
+
+    async def _request(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Send to the current endpoint, failing over; also say whether an earlier attempt
+        may have been applied although its answer never came."""
         if self._closed:
             raise StorageError("datastore is closed")
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
         last: Exception | None = None
+        ambiguous = False
         while True:
             ep = self.endpoints[self._current]
             try:
@@ -224,13 +236,17 @@ class EtcdStorage(Storage):
                 data = json.loads(raw) if raw else {}
                 if status == 200:
                     self._seen(data.get("header"))
-                    return data
+                    return data, ambiguous
                 err = _EtcdError(status, int(data.get("code") or 0), str(data.get("message") or data.get("error")))
                 if status < 500 and err.code not in _RETRYABLE_CODES:
                     raise err
                 last = err
+                ambiguous = True  # "request timed out" / "leader changed" may still commit
+            except aiohttp.ClientConnectorError as e:
+                last = e  # never sent
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                 last = e
+                ambiguous = True
             self._current = (self._current + 1) % len(self.endpoints)
             if time.monotonic() > deadline:
                 raise StorageError(f"etcd unavailable at {', '.join(self.endpoints)}: {last}")
@@ -272,14 +288,31 @@ class EtcdStorage(Storage):
     # ------------------------------------------------------------------ writes
 
     async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
-                   failure: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self._call("/v3/kv/txn", {"compare": compare, "success": success, "failure": failure})
+                   failure: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        return await self._request("/v3/kv/txn", {"compare": compare, "success": success, "failure": failure})
+
+    @staticmethod
+    def _current_kv(data: dict[str, Any]) -> dict[str, Any] | None:
+        resp = (data.get("responses") or [{}])[0].get("response_range") or {}
+        return (resp.get("kvs") or [None])[0]
+
+    def _own_put(self, data: dict[str, Any], ambiguous: bool, value: bytes, after: int) -> int:
+        """The revision of this write if a lost answer hid its success, else 0."""
+        kv = self._current_kv(data) if ambiguous else None
+        if kv and int(kv.get("mod_revision") or 0) > after and _unb64(kv.get("value")) == value:
+            return int(kv["mod_revision"])
+        return 0
 
     async def create(self, key: str, value: bytes) -> int:
         k = _key(key)
-        data = await self._txn([{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-                               [{"request_put": {"key": k, "value": _b64(value)}}], [])
+        before = self._rev
+        data, ambiguous = await self._txn(
+            [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            [{"request_put": {"key": k, "value": _b64(value)}}], [{"request_range": {"key": k}}])
         if not data.get("succeeded"):
+            kv = self._current_kv(data)
+            if kv and int(kv.get("create_revision") or 0) > before and self._own_put(data, ambiguous, value, before):
+                return int(kv["mod_revision"])
             raise KeyExistsError(key)
         return int(data["header"]["revision"])
 
@@ -289,32 +322,64 @@ class EtcdStorage(Storage):
         return {"key": k, "target": "CREATE", "result": "GREATER", "create_revision": "0"}
 
     def _failed(self, key: str, expected: int, data: dict[str, Any]) -> StorageError:
-        resp = (data.get("responses") or [{}])[0].get("response_range") or {}
-        kvs = resp.get("kvs") or []
-        if not kvs:
+        kv = self._current_kv(data)
+        if not kv:
             return KeyNotFoundError(key)
-        return ConflictError(key, expected, int(kvs[0].get("mod_revision") or 0))
+        return ConflictError(key, expected, int(kv.get("mod_revision") or 0))
 
     async def update(self, key: str, value: bytes, expected_revision: int) -> int:
         k = _key(key)
-        data = await self._txn([self._guard(k, expected_revision)],
-                               [{"request_put": {"key": k, "value": _b64(value)}}],
-                               [{"request_range": {"key": k}}])
+        before = self._rev
+        data, ambiguous = await self._txn([self._guard(k, expected_revision)],
+                                          [{"request_put": {"key": k, "value": _b64(value)}}],
+                                          [{"request_range": {"key": k}}])
         if not data.get("succeeded"):
+            rev = self._own_put(data, ambiguous, value, max(before, expected_revision))
+            if rev:
+                return rev
             raise self._failed(key, expected_revision, data)
         return int(data["header"]["revision"])
 
     async def delete(self, key: str, expected_revision: int = 0) -> KeyValue:
         k = _key(key)
-        data = await self._txn([self._guard(k, expected_revision)],
-                               [{"request_delete_range": {"key": k, "prev_kv": True}}],
-                               [{"request_range": {"key": k}}])
+        before = self._rev
+        data, ambiguous = await self._txn([self._guard(k, expected_revision)],
+                                          [{"request_delete_range": {"key": k, "prev_kv": True}}],
+                                          [{"request_range": {"key": k}}])
         if not data.get("succeeded"):
+            if ambiguous and not self._current_kv(data):
+                now = int((data.get("header") or {}).get("revision") or 0)
+                own = await self._own_delete(key, before, now)
+                if own is not None:
+                    return own
             raise self._failed(key, expected_revision, data)
         resp = (data.get("responses") or [{}])[0].get("response_delete_range") or {}
         prev = (resp.get("prev_kvs") or [{}])[0]
         return KeyValue(key, _unb64(prev.get("value")), int(prev.get("create_revision") or 0),
                         int(data["header"]["revision"]))
+
+    async def _own_delete(self, key: str, after: int, now: int) -> KeyValue | None:
+        """A delete whose answer was lost: etcd's history of the key since the first attempt
+        holds its DELETE (with the value it removed)."""
+        async def first_delete() -> KeyValue | None:
+            then = await self._call("/v3/kv/range", {"key": _key(key), "revision": str(after), "count_only": True})
+            if not int(then.get("count") or 0):
+                return None  # it was not there before this delete began: plainly not found
+            async for res in self._stream({"key": _key(key)}, after + 1, self._current):
+                if res.get("canceled"):
+                    return None
+                for e in res.get("events") or []:
+                    ev = _event(e)
+                    if ev.revision > now:
+                        return None
+                    if ev.type == "DELETE" and ev.prev_value is not None:
+                        return KeyValue(key, ev.prev_value, ev.create_revision, ev.revision)
+            return None
+
+        try:
+            return await asyncio.wait_for(first_delete(), self.request_timeout)
+        except (TimeoutError, aiohttp.ClientError, OSError, StorageError, ValueError):
+            return None
 
     async def compact(self, revision: int) -> None:
         revision = min(revision, self._rev)

@@ -243,3 +243,79 @@ def test_hung_member_requests_fail_over_and_watch_recovers(etcd_fresh: EtcdClust
             await st.close()
 
     asyncio.run(go())
+
+
+class _LosingProxy:
+    """An etcd endpoint whose answers are lost: it hands each request to the real member
+    (so the write commits) and then drops the connection without replying, which is what a
+    client sees when a member hangs or the network breaks after the request went out."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.forwarded = 0
+        self.url = ""
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import aiohttp
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode()
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            body = await reader.readexactly(length)
+            async with aiohttp.ClientSession() as s, s.post(self.upstream + path, data=body) as r:
+                await r.read()
+            self.forwarded += 1
+        finally:
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def test_writes_whose_answer_was_lost_are_recognised_on_retry(etcd: EtcdCluster) -> None:
+    """Each write first goes to an endpoint that applies it but loses the answer; the retry on a
+    healthy member then finds the write's own effect and reports success, not KeyExists/Conflict/NotFound."""
+
+    async def go() -> None:
+        members = parse_endpoints(etcd.url)
+        proxy = _LosingProxy(members[0])
+        await proxy.start()
+        st = EtcdStorage([proxy.url, *members], request_timeout=2.0)
+        p = f"/lost-{time.time_ns()}/"
+        try:
+            st._current = 0
+            rev = await st.create(p + "x", b"v1")
+            kv = await st.get(p + "x")
+            assert proxy.forwarded == 1 and kv is not None and kv.value == b"v1" and kv.mod_revision == rev
+            st._current = 0
+            rev2 = await st.update(p + "x", b"v2", rev)
+            kv = await st.get(p + "x")
+            assert proxy.forwarded == 2 and kv is not None and kv.value == b"v2" and kv.mod_revision == rev2 > rev
+            st._current = 0
+            gone = await st.delete(p + "x", rev2)
+            assert proxy.forwarded == 3 and gone.value == b"v2" and gone.mod_revision > rev2
+            assert gone.create_revision == rev and await st.get(p + "x") is None
+            # a real conflict behind a lost answer is still a conflict: someone else's bytes differ
+            other = await st.create(p + "y", b"theirs")
+            st._current = 0
+            with pytest.raises(KeyExistsError):
+                await st.create(p + "y", b"mine")
+            st._current = 0
+            with pytest.raises(ConflictError):
+                await st.update(p + "y", b"mine", other - 1)
+            st._current = 0
+            with pytest.raises(KeyNotFoundError):
+                await st.delete(p + "never")
+        finally:
+            await st.close()
+            await proxy.close()
+
+    asyncio.run(go())
