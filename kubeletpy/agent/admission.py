@@ -51,12 +51,12 @@ def admit(pod: dict[str, Any], admitted: list[dict[str, Any]], alloc: Allocatabl
 
     Under node pressure (conditions from eviction.py) the kubelet admits nothing it would
     have to evict next: no BestEffort pod under MemoryPressure, no pod at all under disk or
-    PID pressure; static pods always.
+    PID pressure; critical pods (static, system-critical priority) always.
     """
-    from kubeletpy.agent import staticpods
+    from kubeletpy.agent.eviction import is_critical
 
     blocking = sorted(pressure or ())
-    if blocking and not staticpods.is_static(pod) and (
+    if blocking and not is_critical(pod) and (
             set(blocking) - {"MemoryPressure"} or qos.qos_class(pod) == "BestEffort"):
         return Rejection("Evicted", f"The node had condition: [{', '.join(blocking)}]. ")
     if len(admitted) + 1 > alloc.pods:

@@ -29,8 +29,11 @@ class AgentConfig:
     max_pods: int = 110
     system_reserved_cpu_milli: int = 0
     system_reserved_memory: int = 0
-    # hard eviction thresholds (see eviction.py): pressure conditions, eviction, allocatable
+    # node-pressure eviction (see eviction.py); hard thresholds also shrink allocatable
     eviction_hard: dict[str, Threshold] = field(default_factory=lambda: parse_thresholds(DEFAULT_HARD))
+    eviction_soft: dict[str, Threshold] = field(default_factory=dict)  # each with its grace period
+    eviction_max_pod_grace: int = 0        # soft evictions: cap on the victim's grace period (0: its own)
+    eviction_pressure_transition: float = 300.0  # a pressure condition holds this long after it cleared
     eviction_interval: float = 10.0        # how often the signals are measured
     port: int = 10250                      # HTTPS server; 0 picks a free one, -1 disables it
     address: str = "0.0.0.0"

@@ -87,8 +87,10 @@ def fs_used(path: str) -> tuple[int, int] | None:
     return capacity - st.f_bavail * st.f_frsize, capacity
 
 
-async def collect(agent: Agent) -> tuple[int, int]:
-    """One pass; (containers removed, images removed)."""
+async def collect(agent: Agent, force_images: bool = False) -> tuple[int, int]:
+    """One pass; (containers removed, images removed). `force_images` (node-pressure reclaim,
+    eviction.py) removes every unused image old enough, however full the filesystem is."""
+    high, low = (-1.0, 0.0) if force_images else (agent.cfg.image_gc_high, agent.cfg.image_gc_low)
     snap = agent.pleg.snapshot
     all_ctrs = [c for cs in snap.containers.values() for c in cs]
     removed = 0
@@ -109,16 +111,15 @@ async def collect(agent: Agent) -> tuple[int, int]:
         if measured is None:
             continue
         used, capacity = measured
-        if capacity <= 0 or used / capacity <= agent.cfg.image_gc_high:
+        if capacity <= 0 or used / capacity <= high:
             continue
         in_use = set()
         for c in all_ctrs:
             in_use.add(c.image_ref)
             in_use.add(c.image.image)
-        target = capacity * agent.cfg.image_gc_low
+        target = capacity * low
         done = 0
-        for img in images_to_remove(eligible, in_use, used, capacity, agent.cfg.image_gc_high,
-                                    agent.cfg.image_gc_low):
+        for img in images_to_remove(eligible, in_use, used, capacity, high, low):
             # The plan counts image sizes, which are compressed bytes, while an image also takes its
             # unpacked layers on disk: it frees more than planned, so the filesystem says when to stop.
             now = fs_used(mount) if done else measured
@@ -132,8 +133,8 @@ async def collect(agent: Agent) -> tuple[int, int]:
                 log.info("image GC could not remove %s: %s", img.id, e)
         images_removed += done
         after = fs_used(mount) or measured
-        log.info("image GC: %s was %.1f%% full (> %.0f%%): removed %d images, now %.1f%%", mount,
-                 100 * used / capacity, 100 * agent.cfg.image_gc_high, done, 100 * after[0] / capacity)
+        log.info("image GC: %s was %.1f%% full (%s): removed %d images, now %.1f%%", mount, 100 * used / capacity,
+                 "node-pressure reclaim" if force_images else f"> {100 * high:.0f}%", done, 100 * after[0] / capacity)
     if removed:
         await agent.pleg.relist_now()
     return removed, images_removed

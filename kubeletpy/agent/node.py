@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from kubeletpy.agent import eviction, quantity
+from kubeletpy.agent import quantity
 from kubeletpy.agent.config import AgentConfig
 
 KUBELET_VERSION = "v1.31.0"
@@ -93,6 +93,7 @@ class NodeStatusMaker:
         self.cfg = cfg
         self.node_ip = cfg.node_ip or default_ip()
         self._last: dict[str, dict[str, Any]] = {}
+        self.pressure: set[str] = set()  # conditions the eviction manager reports (eviction.py)
 
     def capacity(self) -> dict[str, str]:
         cap_disk, _ = fs_usage(self.cfg.root_dir)
@@ -125,9 +126,7 @@ class NodeStatusMaker:
         return c
 
     def conditions(self, runtime_ready: bool, runtime_message: str, now: str) -> list[dict[str, Any]]:
-        pressure = set(eviction.under_pressure(eviction.observe(self.cfg.root_dir), self.cfg.eviction_hard))
-        mem_p, disk_p, pid_p = ("memory.available" in pressure, "nodefs.available" in pressure,
-                                "pid.available" in pressure)
+        mem_p, disk_p, pid_p = (c in self.pressure for c in ("MemoryPressure", "DiskPressure", "PIDPressure"))
         return [
             self._cond("MemoryPressure", mem_p, "KubeletHasInsufficientMemory" if mem_p else
                        "KubeletHasSufficientMemory",

@@ -621,10 +621,11 @@ class PodWorker:
             if not cric.is_not_found(e):
                 log.warning("stop container %s of %s: %s", cid[:12], self.key, e)
 
-    def evict(self, message: str) -> None:
-        """Node-pressure eviction (eviction.py): Failed/Evicted, killed at once by the next sync."""
+    def evict(self, message: str, grace: int = 0) -> None:
+        """Node-pressure eviction (eviction.py): Failed/Evicted, killed by the next sync with
+        `grace` seconds to stop (0 for hard thresholds)."""
         self.terminal = ("Failed", "Evicted", message)
-        self.terminal_grace = 0
+        self.terminal_grace = grace
         self.event("Warning", "Evicted", message)
         self.kick()
 

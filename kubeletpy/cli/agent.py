@@ -73,7 +73,15 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
     a("--max-dead-per-container", type=int, default=1)
     a("--eviction-hard", default=None, metavar="SIGNAL<VALUE,...",
       help="hard eviction thresholds, kubelet syntax (default: memory.available<100Mi,nodefs.available<10%%,"
-           "pid.available<10%%; '' disables eviction)")
+           "nodefs.inodesFree<5%%,pid.available<10%%; '' disables them)")
+    a("--eviction-soft", default="", metavar="SIGNAL<VALUE,...",
+      help="soft eviction thresholds: acted on once crossed for their --eviction-soft-grace-period")
+    a("--eviction-soft-grace-period", default="", metavar="SIGNAL=DURATION,...",
+      help="how long each soft threshold must stay crossed, e.g. memory.available=1m30s")
+    a("--eviction-max-pod-grace-period", type=int, default=0, metavar="SECONDS",
+      help="soft evictions give the pod at most this grace period (default 0: the pod's own)")
+    a("--eviction-pressure-transition-period", default="5m0s", metavar="DURATION",
+      help="a pressure condition stays this long after its threshold is no longer crossed (default 5m0s)")
     a("--eviction-monitoring-interval", type=float, default=10.0, help="how often signals are measured (s)")
     a("--image-gc-high-threshold", type=float, default=85, help="image fs %% that starts image GC (default 85)")
     a("--image-gc-low-threshold", type=float, default=80, help="image GC frees down to this %% (default 80)")
@@ -123,12 +131,20 @@ def config_from_args(args: argparse.Namespace) -> object:
                       evented_relist_period=args.evented_relist_period,
                       image_gc_high=args.image_gc_high_threshold / 100, image_gc_low=args.image_gc_low_threshold / 100,
                       image_min_age=args.image_minimum_gc_age)
-    if args.eviction_hard is not None:
-        from kubeletpy.agent.eviction import ThresholdError, parse_thresholds
-        try:
+    from kubeletpy.agent.eviction import ThresholdError, parse_duration, parse_soft, parse_thresholds
+    try:
+        if args.eviction_hard is not None:
             cfg.eviction_hard = parse_thresholds(args.eviction_hard)
-        except ThresholdError as e:
-            raise CLIError(str(e)) from None
+        cfg.eviction_soft = parse_soft(args.eviction_soft, args.eviction_soft_grace_period)
+    except ThresholdError as e:
+        raise CLIError(str(e)) from None
+    try:
+        cfg.eviction_pressure_transition = parse_duration(args.eviction_pressure_transition_period)
+    except ValueError as e:
+        raise CLIError(f"--eviction-pressure-transition-period: {e}") from None
+    if args.eviction_max_pod_grace_period < 0:
+        raise CLIError("--eviction-max-pod-grace-period: must not be negative")
+    cfg.eviction_max_pod_grace = args.eviction_max_pod_grace_period
     cfg.eviction_interval = args.eviction_monitoring_interval
     cfg.node_status_check = args.node_status_check
     if not 0 <= cfg.image_gc_low <= cfg.image_gc_high <= 1:

@@ -519,13 +519,18 @@ NODEFS_MIB = 64
 
 def test_disk_pressure_evicts_the_noisy_neighbour() -> None:
     """A cluster of its own whose agent root (where emptyDir volumes live: the kubelet's nodefs)
-    is a 64 MiB tmpfs, with `--eviction-hard nodefs.available<50%`. A BestEffort pod fills its
-    emptyDir with 40 MiB; the node reports DiskPressure, that pod (and only it) is evicted --
-    Failed/Evicted, DisruptionTarget, killed at once, its volume removed -- the pressure goes,
-    and the quiet Burstable pod beside it never noticed."""
+    is a 64 MiB tmpfs, with a soft threshold `nodefs.available<50%` (grace 1 s, victims get at
+    most 5 s) and a hard one at 25 %. A BestEffort pod fills its emptyDir with 40 MiB: past the
+    soft threshold only, so it is evicted gracefully -- SIGTERM, its handler runs and exits 0.
+    A second one writes 52 MiB: past the hard threshold, killed at once (137). Each time the
+    node reports DiskPressure, that pod (and only it) becomes Failed/Evicted with a
+    DisruptionTarget condition and loses its volume, the pressure goes, and the quiet
+    Burstable pod beside them never noticed."""
     base = Path(tempfile.mkdtemp(prefix="kpe-", dir="/tmp"))
-    c = Cluster(base, agent_args=["--eviction-hard", "nodefs.available<50%", "--eviction-monitoring-interval",
-                                  "1", "--node-status-check", "1"])
+    c = Cluster(base, agent_args=["--eviction-hard", "nodefs.available<25%", "--eviction-soft", "nodefs.available<50%",
+                                  "--eviction-soft-grace-period", "nodefs.available=1s",
+                                  "--eviction-max-pod-grace-period", "5", "--eviction-pressure-transition-period", "1s",
+                                  "--eviction-monitoring-interval", "1", "--node-status-check", "1"])
     nodefs = base / "agent"
     try:
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={NODEFS_MIB}m,mode=0755", f"kpa-nodefs-{c.tag}",
@@ -533,29 +538,33 @@ def test_disk_pressure_evicts_the_noisy_neighbour() -> None:
         c.own_mounts.append(nodefs)
         c.start()
         vol = {"volumes": [{"name": "d", "emptyDir": {}}]}
+        mount = {"volumeMounts": [{"name": "d", "mountPath": "/d"}]}
         c.apply(simple_pod("quiet", c.node, "exec sleep 3600", terminationGracePeriodSeconds=1, **vol,
-                           container={"volumeMounts": [{"name": "d", "mountPath": "/d"}],
-                                      "resources": {"requests": {"memory": "16Mi", "cpu": "10m"}}}))
+                           container={**mount, "resources": {"requests": {"memory": "16Mi", "cpu": "10m"}}}))
         quiet = c.wait_pod("quiet", Cluster.ready, 40, "quiet Ready")
         assert fs_usage(nodefs) < 0.5
-        c.apply(simple_pod("hog", c.node, "dd if=/dev/zero of=/d/fill bs=1M count=40; exec sleep 3600",
-                           terminationGracePeriodSeconds=30, **vol,
-                           container={"volumeMounts": [{"name": "d", "mountPath": "/d"}]}))
-        hog = c.wait_pod("hog", lambda p: p["status"].get("phase") == "Failed", 60, "hog evicted")
-        st = hog["status"]
-        assert st["reason"] == "Evicted", st
-        assert st["message"].startswith("The node was low on resource: ephemeral-storage. Threshold quantity: 50%")
-        assert any(x["type"] == "DisruptionTarget" and x["status"] == "True" and x["reason"] == "TerminationByKubelet"
-                   for x in st["conditions"]), st["conditions"]
-        assert "Evicted" in events(c, "hog")
-        # its emptyDir went with it, so the disk came back and the node says so
-        wait_for(lambda: fs_usage(nodefs) < 0.5, 30, "the hog's emptyDir removed")
 
         def disk_pressure() -> str:
             conds = (c.get("node", c.node, "") or {}).get("status", {}).get("conditions", [])
             return next((x["status"] for x in conds if x["type"] == "DiskPressure"), "")
 
-        wait_for(lambda: disk_pressure() == "False", 30, "DiskPressure back to False")
+        for name, mib, threshold, exit_code in (("hog", 40, "50%", 0), ("hog2", 52, "25%", 137)):
+            c.apply(simple_pod(name, c.node, "trap 'echo caught TERM; exit 0' TERM; "
+                               f"dd if=/dev/zero of=/d/fill bs=1M count={mib}; while true; do sleep 0.2; done",
+                               terminationGracePeriodSeconds=30, **vol, container=mount))
+            hog = c.wait_pod(name, lambda p: p["status"].get("phase") == "Failed", 60, f"{name} evicted")
+            st = hog["status"]
+            assert st["reason"] == "Evicted", st
+            assert st["message"].startswith("The node was low on resource: ephemeral-storage. Threshold quantity: "
+                                            f"{threshold}"), st["message"]
+            assert any(x["type"] == "DisruptionTarget" and x["status"] == "True"
+                       and x["reason"] == "TerminationByKubelet" for x in st["conditions"]), st["conditions"]
+            # soft: SIGTERM within the grace period, the trap ran; hard: SIGKILL at once
+            assert cstatus(hog)["state"]["terminated"]["exitCode"] == exit_code, cstatus(hog)
+            assert "Evicted" in events(c, name)
+            # its emptyDir went with it, so the disk came back and the node says so
+            wait_for(lambda: fs_usage(nodefs) < 0.5, 30, f"the {name}'s emptyDir removed")
+            wait_for(lambda: disk_pressure() == "False", 30, "DiskPressure back to False")
         q = c.pod("quiet")
         assert Cluster.ready(q) and cstatus(q)["restartCount"] == 0
         assert cstatus(q)["containerID"] == cstatus(quiet)["containerID"]

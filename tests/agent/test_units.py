@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import re
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -522,11 +526,86 @@ def test_eviction_thresholds_parse_like_the_kubelets() -> None:
     th = ev.parse_thresholds(ev.DEFAULT_HARD)
     assert th["memory.available"].quantity == 100 * 2**20
     assert th["nodefs.available"].fraction == 0.10 and th["pid.available"].fraction == 0.10
+    assert th["nodefs.inodesFree"].fraction == 0.05 and all(t.hard for t in th.values())
     assert ev.parse_thresholds("pid.available<1000, memory.available<1Gi")["pid.available"].quantity == 1000
+    assert ev.parse_thresholds("nodefs.inodesFree<5000")["nodefs.inodesFree"].text() == "5000"
     assert ev.parse_thresholds("") == {}
     for bad in ("memory.available>1Gi", "cpu.available<1", "nodefs.available<150%", "memory.available<lots"):
         with pytest.raises(ev.ThresholdError, match="--eviction-hard"):
             ev.parse_thresholds(bad)
+
+
+def test_soft_eviction_thresholds_need_grace_periods() -> None:
+    from kubeletpy.agent import eviction as ev
+
+    assert [ev.parse_duration(t) for t in ("0", "90s", "1m30s", "1h", "1.5s", "250ms")] == [0, 90, 90, 3600, 1.5,
+                                                                                          0.25]
+    for bad in ("", "90", "1x", "m", "-"):
+        with pytest.raises(ValueError):
+            ev.parse_duration(bad)
+    soft = ev.parse_soft("memory.available<1Gi,nodefs.available<20%",
+                         "memory.available=1m30s, nodefs.available=2m")
+    assert soft["memory.available"].grace == 90 and soft["nodefs.available"].grace == 120
+    assert not soft["memory.available"].hard and soft["memory.available"].quantity == 2**30
+    assert ev.parse_soft("", "") == {}
+    for text, grace, why in (
+            ("memory.available<1Gi", "", "grace period must be specified for the soft eviction threshold "
+                                         "memory.available"),
+            ("memory.available<1Gi", "memory.available=1m,pid.available=1m", "pid.available has no --eviction-soft"),
+            ("memory.available<1Gi", "memory.available=soon", "bad duration 'soon'"),
+            ("memory.available<1Gi", "memory.available:1m", "want <signal>=<duration>"),
+            ("memory.available=1Gi", "memory.available=1m", "--eviction-soft: 'memory.available=1Gi'")):
+        with pytest.raises(ev.ThresholdError, match=re.escape(why)):
+            ev.parse_soft(text, grace)
+
+
+def test_eviction_manager_grace_periods_and_pressure_transition() -> None:
+    """Hard thresholds act at once; soft ones after staying crossed for their grace period;
+    the condition appears as soon as either is crossed and stays for the transition period."""
+    from kubeletpy.agent import eviction as ev
+
+    mgr = ev.Manager(ev.parse_thresholds("memory.available<1Gi"),
+                     ev.parse_soft("memory.available<2Gi,nodefs.available<50%",
+                                   "memory.available=30s,nodefs.available=10s"), transition=60)
+
+    def obs(mem_gib: float, disk_free: float = 80) -> dict[str, ev.Observation]:
+        return {"memory.available": ev.Observation("memory.available", mem_gib * 2**30, 16 * 2**30),
+                "nodefs.available": ev.Observation("nodefs.available", disk_free, 100)}
+
+    assert mgr.decide(obs(4), now=0) == ev.Decision(set())
+    d = mgr.decide(obs(1.5), now=10)  # soft crossed: pressure, but no eviction yet
+    assert d.conditions == {"MemoryPressure"} and d.act_on is None
+    assert mgr.decide(obs(1.5), now=39).act_on is None
+    d = mgr.decide(obs(1.5), now=40)  # crossed for its 30 s
+    assert d.act_on is not None and d.act_on.signal == "memory.available" and not d.act_on.hard
+    d = mgr.decide(obs(0.5), now=41)  # hard beats soft
+    assert d.act_on is not None and d.act_on.hard
+    d = mgr.decide(obs(4), now=50)  # recovered: the condition holds for the transition period
+    assert d.conditions == {"MemoryPressure"} and d.act_on is None
+    assert mgr.decide(obs(1.5), now=60).act_on is None  # the soft clock restarted
+    assert mgr.decide(obs(4), now=130).conditions == set()
+    # memory is the first concern, then disk
+    mgr.decide(obs(1.5, disk_free=10), now=200)
+    d = mgr.decide(obs(1.5, disk_free=10), now=230)
+    assert d.conditions == {"MemoryPressure", "DiskPressure"} and d.act_on.signal == "memory.available"
+    # no transition period: conditions follow the measurement
+    now0 = ev.Manager(ev.parse_thresholds("memory.available<1Gi"), transition=0)
+    assert now0.decide(obs(0.5), now=1).conditions == {"MemoryPressure"}
+    assert now0.decide(obs(4), now=1.5).conditions == set()
+
+
+def test_eviction_victim_grace_and_critical_pods() -> None:
+    from kubeletpy.agent import eviction as ev
+
+    hard = ev.parse_thresholds("memory.available<1Gi")["memory.available"]
+    soft = ev.parse_soft("memory.available<2Gi", "memory.available=1m")["memory.available"]
+    pod = {"metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": 45}}
+    assert ev.victim_grace(pod, hard, 10) == 0
+    assert ev.victim_grace(pod, soft, 10) == 10 and ev.victim_grace(pod, soft, 0) == 45
+    assert ev.victim_grace({"spec": {}}, soft, 0) == 30 and ev.victim_grace({"spec": {}}, soft, 60) == 30
+    assert ev.is_critical({"metadata": {}, "spec": {"priority": 2000001000}})
+    assert not ev.is_critical({"metadata": {}, "spec": {"priority": 1000}})
+    assert ev.is_critical({"metadata": {"annotations": {L.CONFIG_SOURCE: "file"}}, "spec": {}})
 
 
 def test_eviction_pressure_and_ranking() -> None:
@@ -536,7 +615,7 @@ def test_eviction_pressure_and_ranking() -> None:
     obs = {"memory.available": ev.Observation("memory.available", 2 * 2**30, 8 * 2**30),
            "nodefs.available": ev.Observation("nodefs.available", 5, 100),
            "pid.available": ev.Observation("pid.available", 1, 100)}
-    assert ev.under_pressure(obs, th) == ["nodefs.available"]  # pid has no threshold here
+    assert ev.crossed(obs, th) == ["nodefs.available"]  # pid has no threshold here
 
     def pod(name: str, requests: dict | None = None, limits: dict | None = None) -> dict:
         res = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
@@ -550,6 +629,15 @@ def test_eviction_pressure_and_ranking() -> None:
              ev.Candidate(best, 10 * 2**20, 0),                     # over (0 requested): second, less over
              ev.Candidate(pod("be2"), 0, 0)]
     assert [c.pod["metadata"]["name"] for c in ev.rank(cands)] == ["g", "be", "be2", "b"]
+    # priority comes between "over its request" and "how far over"
+    important = pod("important")
+    important["spec"]["priority"] = 1000
+    cands.append(ev.Candidate(important, 8 * 2**30, 0))
+    assert [c.pod["metadata"]["name"] for c in ev.rank(cands)] == ["g", "be", "important", "be2", "b"]
+    # PIDs: priority, then process count
+    by_pids = ev.rank([ev.Candidate(important, 500, 0), ev.Candidate(best, 3, 0), ev.Candidate(burstable, 40, 0)],
+                      "pid.available")
+    assert [c.pod["metadata"]["name"] for c in by_pids] == ["b", "be", "important"]
     msg = ev.message("nodefs.available", th["nodefs.available"], obs["nodefs.available"], cands[2])
     assert msg.startswith("The node was low on resource: ephemeral-storage. Threshold quantity: 10%")
 
@@ -565,3 +653,38 @@ def test_admission_under_node_pressure() -> None:
     assert admission.admit(burst, [], alloc, {"MemoryPressure"}) is None
     assert admission.admit(burst, [], alloc, {"DiskPressure"}).reason == "Evicted"
     assert admission.admit(static, [], alloc, {"DiskPressure", "MemoryPressure"}) is None
+    critical = {"metadata": {"name": "k"}, "spec": {**best["spec"], "priority": 2000000000}}
+    assert admission.admit(critical, [], alloc, {"PIDPressure", "MemoryPressure"}) is None
+
+
+def test_pod_process_count_from_the_pod_cgroup(tmp_path: Path) -> None:
+    """PID-pressure ranking counts a pod's processes in its cgroup: a real pids cgroup on this
+    host with two processes in it; and, where pids is not mounted, the tasks of the memory
+    hierarchy below the pod (a fake tree, since this host has the pids controller)."""
+    from kubeletpy.agent import eviction as ev
+
+    root = f"kpt-evict-{os.getpid()}"
+    pod = {"metadata": {"uid": "u1"}, "spec": {"containers": [{"name": "c"}]}}
+    cg = Path("/sys/fs/cgroup/pids") / root / "besteffort" / "podu1"
+    procs = []
+    try:
+        cg.mkdir(parents=True)
+        for _ in range(2):
+            p = subprocess.Popen(["sleep", "60"])
+            procs.append(p)
+            (cg / "cgroup.procs").write_text(str(p.pid))
+        assert ev.pod_processes(pod, root) == 2
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for d in (cg, cg.parent, cg.parent.parent):
+            if d.exists():
+                d.rmdir()
+    fake = tmp_path / "cg"
+    for sub, pids in (("podu1", "1\n"), ("podu1/ctr-a", "7\n8\n"), ("podu1/ctr-b", "")):
+        d = fake / "memory" / "kubepods" / "besteffort" / sub
+        d.mkdir(parents=True)
+        (d / "cgroup.procs").write_text(pids)
+    assert ev.pod_processes(pod, "kubepods", fs=str(fake)) == 3
+    assert ev.pod_processes({"metadata": {"uid": "gone"}, "spec": {}}, "kubepods", fs=str(fake)) == 0
