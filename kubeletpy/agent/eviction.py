@@ -22,6 +22,11 @@ kubelet's order: pods using more than they requested of the starved resource, th
 priority, then the larger use (for PIDs: priority, then process count). Critical pods
 (static pods and priority >= system-critical) are never evicted.
 
+Independently of node pressure, every pass also enforces local ephemeral storage limits, as
+the kubelet's LocalStorageCapacityIsolation does: a pod whose emptyDir outgrows its
+`sizeLimit`, whose containers' writable layers, logs and emptyDirs together outgrow the sum of
+their `ephemeral-storage` limits, or whose container outgrows its own limit, is evicted at once.
+
 `nodefs` is the filesystem of the agent's root dir, where emptyDir volumes and pod logs live.
 """
 
@@ -357,14 +362,15 @@ async def run(agent: Agent) -> None:
 
 
 async def evict_once(agent: Agent, mgr: Manager) -> str | None:
-    """Measure; past a threshold, reclaim node-level resources, then evict the first-ranked
-    pod if that was not enough. Returns the evicted pod's key."""
+    """Enforce storage limits; measure; past a threshold, reclaim node-level resources, then
+    evict the first-ranked pod if that was not enough. Returns the (last) evicted pod's key."""
+    over_limit = await local_storage_eviction(agent)
     obs = await asyncio.to_thread(observe, agent.cfg.root_dir)
     decision = mgr.decide(obs)
     agent.pressure = agent.node.pressure = decision.conditions
     th = decision.act_on
     if th is None:
-        return None
+        return over_limit
     workers = [w for w in agent.workers.values() if not w.done and w.rejected is None]
     if any(w.terminal is not None and w.terminal[1] == "Evicted" and agent.pleg.snapshot.containers.get(w.uid)
            and any(c.state == 1 for c in agent.pleg.snapshot.containers[w.uid]) for w in workers):
@@ -427,3 +433,84 @@ async def _usage(agent: Agent, signal: str, live: list[Any]) -> dict[str, int]:
         return {w.uid: sum(count(d) for d in pod_dirs(w)) for w in live}
 
     return await asyncio.to_thread(measure)
+
+
+# ---------------------------------------------------------------------------------- storage limits
+
+def _binary(n: int) -> str:
+    """Go's canonical BinarySI quantity text (what the kubelet prints for a summed limit)."""
+    for unit, size in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def _has_storage_limits(pod: dict[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    return any((v.get("emptyDir") or {}).get("sizeLimit") for v in spec.get("volumes") or []) or any(
+        ((c.get("resources") or {}).get("limits") or {}).get("ephemeral-storage") for c in spec.get("containers") or [])
+
+
+def storage_limit_violation(pod: dict[str, Any], empty_dirs: dict[str, int], containers: dict[str, int]) -> str | None:
+    """The kubelet's message for the first limit the pod is over, in its order (emptyDir, pod,
+    container); None if within all. `empty_dirs`: bytes per emptyDir volume on disk;
+    `containers`: writable layer + logs per container name."""
+    spec = pod.get("spec") or {}
+    for v in spec.get("volumes") or []:
+        limit = (v.get("emptyDir") or {}).get("sizeLimit")
+        if limit and empty_dirs.get(v.get("name", ""), 0) > parse_memory(str(limit)):
+            return f'Usage of EmptyDir volume "{v.get("name")}" exceeds the limit "{limit}". '
+    limits = [(c.get("name", ""), ((c.get("resources") or {}).get("limits") or {}).get("ephemeral-storage"))
+              for c in spec.get("containers") or []]
+    limits = [(n, str(q)) for n, q in limits if q is not None]
+    if not limits:
+        return None
+    total = sum(parse_memory(q) for _, q in limits)
+    local_dirs = {v.get("name") for v in spec.get("volumes") or []
+                  if "emptyDir" in v and (v.get("emptyDir") or {}).get("medium") != "Memory"}
+    used = sum(containers.values()) + sum(b for n, b in empty_dirs.items() if n in local_dirs)
+    if used > total:
+        shown = limits[0][1] if len(limits) == 1 else _binary(total)
+        return f"Pod ephemeral local storage usage exceeds the total limit of containers {shown}. "
+    for name, q in limits:
+        if containers.get(name, 0) > parse_memory(q):
+            return f'Container {name} exceeded its local ephemeral storage limit "{q}". '
+    return None
+
+
+async def local_storage_eviction(agent: Agent) -> str | None:
+    """Evict (at once) every pod over one of its ephemeral storage limits; only pods that set
+    limits are measured. Returns the last evicted pod's key."""
+    from kubeletpy.agent.podconfig import log_directory
+
+    limited = [w for w in agent.workers.values() if not w.done and w.rejected is None and w.terminal is None
+               and not w._deleting() and not is_critical(w.pod) and _has_storage_limits(w.pod)
+               and (w.pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    if not limited:
+        return None
+    uids = {w.uid for w in limited}
+    layers: dict[tuple[str, str], int] = {}
+    for st in await agent.cri.list_container_stats({L.MANAGED: "true"}):
+        labels = st.attributes.labels
+        if labels.get(L.POD_UID) in uids and st.HasField("writable_layer"):
+            key = (labels.get(L.POD_UID, ""), labels.get(L.CONTAINER_NAME, ""))
+            layers[key] = layers.get(key, 0) + int(st.writable_layer.used_bytes.value)
+
+    def measure(w: Any) -> tuple[dict[str, int], dict[str, int]]:
+        vols = agent.volumes.pod_dir(w.uid) / "volumes" / "kubernetes.io~empty-dir"
+        empty = {v.get("name", ""): dir_usage(vols / v.get("name", "")) for v in (w.pod.get("spec") or {}).get(
+                 "volumes") or [] if "emptyDir" in v}
+        logs = Path(log_directory(Path(agent.cfg.pod_log_dir), w.pod))
+        ctrs = {c.get("name", ""): layers.get((w.uid, c.get("name", "")), 0) + dir_usage(logs / c.get("name", ""))
+                for c in (w.pod.get("spec") or {}).get("containers") or []}
+        return empty, ctrs
+
+    evicted = None
+    for w in limited:
+        empty, ctrs = await asyncio.to_thread(measure, w)
+        msg = storage_limit_violation(w.pod, empty, ctrs)
+        if msg:
+            log.warning("eviction: %s is over its ephemeral storage limit: %s", w.key, msg)
+            w.evict(msg, 0)
+            evicted = w.key
+    return evicted

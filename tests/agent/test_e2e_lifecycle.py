@@ -548,6 +548,19 @@ def test_disk_pressure_evicts_the_noisy_neighbour() -> None:
             conds = (c.get("node", c.node, "") or {}).get("status", {}).get("conditions", [])
             return next((x["status"] for x in conds if x["type"] == "DiskPressure"), "")
 
+        # ephemeral storage limits are enforced without any node pressure, at once
+        over_dir = {"volumes": [{"name": "d", "emptyDir": {"sizeLimit": "4Mi"}}]}
+        c.apply(simple_pod("overdir", c.node, "dd if=/dev/zero of=/d/fill bs=1M count=6; exec sleep 3600",
+                           **over_dir, container=mount))
+        c.apply(simple_pod("overroot", c.node, "dd if=/dev/zero of=/tmp/fill bs=1M count=6; exec sleep 3600",
+                           container={"resources": {"limits": {"ephemeral-storage": "4Mi"}}}))
+        for name, why in (("overdir", 'Usage of EmptyDir volume "d" exceeds the limit "4Mi". '),
+                          ("overroot", "Pod ephemeral local storage usage exceeds the total limit of containers 4Mi. ")):
+            over = c.wait_pod(name, lambda p: p["status"].get("phase") == "Failed", 60, f"{name} evicted")
+            assert (over["status"]["reason"], over["status"]["message"]) == ("Evicted", why), over["status"]
+            assert cstatus(over)["state"]["terminated"]["exitCode"] == 137, cstatus(over)
+        assert disk_pressure() == "False"
+
         for name, mib, threshold, exit_code in (("hog", 40, "50%", 0), ("hog2", 52, "25%", 137)):
             c.apply(simple_pod(name, c.node, "trap 'echo caught TERM; exit 0' TERM; "
                                f"dd if=/dev/zero of=/d/fill bs=1M count={mib}; while true; do sleep 0.2; done",

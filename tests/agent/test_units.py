@@ -688,3 +688,29 @@ def test_pod_process_count_from_the_pod_cgroup(tmp_path: Path) -> None:
         (d / "cgroup.procs").write_text(pids)
     assert ev.pod_processes(pod, "kubepods", fs=str(fake)) == 3
     assert ev.pod_processes({"metadata": {"uid": "gone"}, "spec": {}}, "kubepods", fs=str(fake)) == 0
+
+
+def test_ephemeral_storage_limits_in_the_kubelets_order_and_words() -> None:
+    from kubeletpy.agent import eviction as ev
+
+    Mi = 2**20
+
+    def pod(volumes: list, *containers: tuple[str, str | None]) -> dict:
+        return {"metadata": {"name": "p"}, "spec": {"volumes": volumes, "containers": [
+            {"name": n, **({"resources": {"limits": {"ephemeral-storage": q}}} if q else {})} for n, q in containers]}}
+
+    scratch = [{"name": "scratch", "emptyDir": {"sizeLimit": "5Mi"}}, {"name": "ram", "emptyDir": {"medium": "Memory"}}]
+    p = pod(scratch, ("a", "4Mi"), ("b", "100Mi"))
+    assert ev._has_storage_limits(p) and not ev._has_storage_limits(pod([], ("a", None)))
+    assert ev.storage_limit_violation(p, {"scratch": 4 * Mi}, {"a": 3 * Mi, "b": 0}) is None
+    assert ev.storage_limit_violation(p, {"scratch": 6 * Mi}, {"a": 0, "b": 0}) == \
+        'Usage of EmptyDir volume "scratch" exceeds the limit "5Mi". '
+    assert ev.storage_limit_violation(p, {"scratch": 0}, {"a": 5 * Mi, "b": 0}) == \
+        'Container a exceeded its local ephemeral storage limit "4Mi". '
+    # the pod total counts disk-backed emptyDirs (not memory ones) and is checked before containers
+    assert ev.storage_limit_violation(p, {"scratch": 4 * Mi, "ram": 500 * Mi}, {"a": 50 * Mi, "b": 51 * Mi}) == \
+        "Pod ephemeral local storage usage exceeds the total limit of containers 104Mi. "
+    single = pod([], ("c", "4M"))
+    assert ev.storage_limit_violation(single, {}, {"c": 5 * 10**6}) == \
+        "Pod ephemeral local storage usage exceeds the total limit of containers 4M. "
+    assert ev.storage_limit_violation(pod([], ("c", None)), {}, {"c": 10**9}) is None
