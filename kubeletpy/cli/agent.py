@@ -141,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> object:
     try:
         cfg.eviction_pressure_transition = parse_duration(args.eviction_pressure_transition_period)
     except ValueError as e:
-        raise CLIError(f"--eviction-pressure-transition-period: {e}") from None
+        raise CLIError(f"--eviction-pressure-transition-period: {e} (e.g. 30s, 5m0s)") from None
     if args.eviction_max_pod_grace_period < 0:
         raise CLIError("--eviction-max-pod-grace-period: must not be negative")
     cfg.eviction_max_pod_grace = args.eviction_max_pod_grace_period
