@@ -256,7 +256,8 @@ class Agent:
                     wanted.add(("ConfigMap", (s["configMap"] or {}).get("name", "")))
                 if "secret" in s:
                     wanted.add(("Secret", (s["secret"] or {}).get("name", "")))
-        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        for c in ((spec.get("containers") or []) + (spec.get("initContainers") or [])
+                  + (spec.get("ephemeralContainers") or [])):
             for e in c.get("envFrom") or []:
                 if "configMapRef" in e:
                     wanted.add(("ConfigMap", e["configMapRef"].get("name", "")))

@@ -164,7 +164,9 @@ def security_context(container: dict[str, Any], pod: dict[str, Any]) -> pb.Linux
 
 def container_config(pod: dict[str, Any], container: dict[str, Any], kind: str, restart_count: int,
                      env: list[tuple[str, str]], volume_paths: dict[str, Path], memory_capacity: int,
-                     image: str) -> pb.ContainerConfig:
+                     image: str, target_id: str = "") -> pb.ContainerConfig:
+    """`target_id`: an ephemeral container's targetContainerName, resolved to that container's
+    current CRI id -- it joins the target's PID namespace (NamespaceMode.TARGET) to see its processes."""
     from kubeletpy.agent.envvars import command_and_args
 
     name = container.get("name", "")
@@ -178,6 +180,10 @@ def container_config(pod: dict[str, Any], container: dict[str, Any], kind: str, 
         L.GRACE_PERIOD: str(spec.get("terminationGracePeriodSeconds", 30)),
         L.TERMINATION_MESSAGE_PATH: container.get("terminationMessagePath") or "/dev/termination-log",
     }
+    sc = security_context(container, pod)
+    if target_id:
+        sc.namespace_options.pid = pb.TARGET
+        sc.namespace_options.target_id = target_id
     return pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name=name, attempt=restart_count),
         image=pb.ImageSpec(image=image),
@@ -188,4 +194,4 @@ def container_config(pod: dict[str, Any], container: dict[str, Any], kind: str, 
         log_path=f"{name}/{restart_count}.log",
         stdin=bool(container.get("stdin")), stdin_once=bool(container.get("stdinOnce")),
         tty=bool(container.get("tty")),
-        linux=pb.LinuxContainerConfig(resources=_lr(res), security_context=security_context(container, pod)))
+        linux=pb.LinuxContainerConfig(resources=_lr(res), security_context=sc))

@@ -180,9 +180,11 @@ def build_status(
     start_time: str | None,
     now: str | None = None,
     terminal: tuple[str, str, str] | None = None,
+    ephemeral_views: list[ContainerView] | None = None,
 ) -> dict[str, Any]:
     """The full status the agent wants the API to hold. `terminal` = (phase, reason,
-    message) forces a final phase (admission rejection, activeDeadlineSeconds)."""
+    message) forces a final phase (admission rejection, activeDeadlineSeconds). Ephemeral
+    containers are reported but, as debugging aids, count toward neither phase nor readiness."""
     now = now or now_rfc3339()
     spec = pod.get("spec") or {}
     old = pod.get("status") or {}
@@ -230,6 +232,8 @@ def build_status(
         status["podIPs"] = [{"ip": ip} for ip in pod_ips]
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
+    if ephemeral_views:
+        status["ephemeralContainerStatuses"] = [container_status(v) for v in ephemeral_views]
     if terminal is not None:
         status["reason"], status["message"] = terminal[1], terminal[2]
     return {k: v for k, v in status.items() if v is not None}
@@ -256,7 +260,7 @@ def status_patch(api_status: dict[str, Any], wanted: dict[str, Any]) -> dict[str
     """The patch for pods/status: only fields the agent owns; keys others own (e.g.
     nominatedNodeName, qosClass) are left alone."""
     owned = {"phase", "conditions", "hostIP", "hostIPs", "podIP", "podIPs", "startTime", "containerStatuses",
-             "initContainerStatuses", "reason", "message", "qosClass"}
+             "initContainerStatuses", "ephemeralContainerStatuses", "reason", "message", "qosClass"}
     old = {k: v for k, v in api_status.items() if k in owned}
     new = {k: v for k, v in wanted.items() if k in owned}
     return merge_diff(old, new)

@@ -30,7 +30,14 @@ log = logging.getLogger("kubeletpy.agent.worker")
 
 # The kubelet bounds a hook only by the runtime request timeout (2 min).
 POST_START_TIMEOUT = 120.0
-INIT, REGULAR = "init", "regular"
+INIT, REGULAR, EPHEMERAL = "init", "regular", "ephemeral"
+# The spec list each kind of container is in: events name the container by it (fieldPath).
+SPEC_FIELD = {INIT: "initContainers", REGULAR: "containers", EPHEMERAL: "ephemeralContainers"}
+
+
+def _kind(label: str) -> str:
+    """A container's kind from its label; containers of an older agent have none (regular)."""
+    return label if label in SPEC_FIELD else REGULAR
 
 
 def _api_ready(pod: dict[str, Any], name: str, cid: str) -> bool:
@@ -89,9 +96,7 @@ class PodWorker:
         self.trigger.set()
 
     def event(self, etype: str, reason: str, message: str, container: str = "", kind: str = REGULAR) -> None:
-        fp = ""
-        if container:
-            fp = f"spec.{'initContainers' if kind == INIT else 'containers'}{{{container}}}"
+        fp = f"spec.{SPEC_FIELD[kind]}{{{container}}}" if container else ""
         self.agent.events.emit(self.pod, etype, reason, message, fp)
 
     async def run(self) -> None:
@@ -177,6 +182,7 @@ class PodWorker:
         agent = self.agent
         spec = self.pod.get("spec") or {}
         sandboxes, containers = self._runtime_state()
+        history = containers  # every instance, in old sandboxes too: ephemeral containers run once per pod
         ready = [s for s in sandboxes if s.state == cric.pb.SANDBOX_READY]
         ready.sort(key=lambda s: s.created_at, reverse=True)
         await agent.prefetch(self.pod)
@@ -234,7 +240,9 @@ class PodWorker:
                                                    vol_paths)
         views = await self._sync_regular(spec.get("containers") or [], in_sandbox, containers, sandbox.id, sb_cfg,
                                          vol_paths, start=init_ok)
-        await self.push_status(init_views, views)
+        eph_views = await self._sync_ephemeral(spec.get("ephemeralContainers") or [], history, sandbox.id,
+                                               sb_cfg, vol_paths, init_views + views)
+        await self.push_status(init_views, views, ephemeral_views=eph_views)
 
     async def _pod_ips(self, sid: str) -> list[str]:
         try:
@@ -346,16 +354,57 @@ class PodWorker:
                 v.previous, v.current = cur, None
                 v.restart_count = count + 1
             elif cur is not None and cur.state != RUNNING:
-                # created but never started (agent died in between): start it now
-                try:
-                    await self.agent.cri.start_container(cur.id)
-                    await self.agent.pleg.relist_now()
+                if await self._resume_created(v, cur):
                     continue
-                except Exception:
-                    with contextlib.suppress(Exception):
-                        await self.agent.cri.remove_container(cur.id)
-                    v.current = None
             await self._start(c, REGULAR, v, sid, sb_cfg, vols)
+        return views
+
+    async def _resume_created(self, v: ContainerView, cur: CRIContainer) -> bool:
+        """A container created but never started (the agent died in between): start it now.
+        False when that failed (it is removed, so a new one is created in its place)."""
+        try:
+            await self.agent.cri.start_container(cur.id)
+            await self.agent.pleg.relist_now()
+            return True
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.agent.cri.remove_container(cur.id)
+            v.current = None
+            return False
+
+    async def _ephemeral_view(self, c: dict[str, Any], all_ctrs: list[Any]) -> ContainerView:
+        """An ephemeral container's one instance, in whichever sandbox it ran: it is never
+        restarted, not even when the sandbox is replaced."""
+        name = c.get("name", "")
+        inst = await self._instances(name, EPHEMERAL, all_ctrs)
+        v = ContainerView(name, c.get("image", ""), inst[0] if inst else None)
+        if v.current is None:
+            v.waiting_reason, v.waiting_message = self.waiting.get(name, ("ContainerCreating", ""))
+        return v
+
+    async def _sync_ephemeral(self, specs: list[dict[str, Any]], all_ctrs: list[Any], sid: str, sb_cfg: Any,
+                              vols: dict[str, Any], others: list[ContainerView]) -> list[ContainerView]:
+        """Start the ephemeral containers that have never run (the kubelet does not wait for init
+        containers: debugging a pod whose init container fails is the point). No probes, no
+        restarts, no say in the pod's phase or readiness."""
+        views = []
+        current = {o.name: o.current for o in others if o.current is not None}
+        for c in specs:
+            v = await self._ephemeral_view(c, all_ctrs)
+            views.append(v)
+            cur = v.current
+            if cur is not None and (cur.state in (RUNNING, EXITED) or await self._resume_created(v, cur)):
+                continue
+            target = c.get("targetContainerName") or ""
+            if target and target not in current:
+                # the kubelet's getTargetID: the target must have a container to join
+                name = c.get("name", "")
+                msg = f"unable to find target container {target}"
+                v.waiting_reason, v.waiting_message = self.waiting[name] = ("CreateContainerConfigError", msg)
+                self.event("Warning", "Failed", f"Error: {msg}", name, EPHEMERAL)
+                self.wake_in(2.0)
+                continue
+            await self._start(c, EPHEMERAL, v, sid, sb_cfg, vols, current[target].id if target else "")
         return views
 
     def _kill_reason(self, c: dict[str, Any], cur: CRIContainer) -> str:
@@ -405,8 +454,8 @@ class PodWorker:
                 self.waiting[name] = ("ErrImageNeverPull", msg)
                 self.event("Warning", "ErrImageNeverPull", msg, name, kind)
                 return None
-            if ("pulled", image) not in self.events_sent:
-                self.events_sent.add(("pulled", image))
+            if (f"pulled/{name}", image) not in self.events_sent:  # once per container, as restarts go
+                self.events_sent.add((f"pulled/{name}", image))
                 self.event("Normal", "Pulled", f'Container image "{image}" already present on machine', name, kind)
             return image
         key = (self.uid, f"image/{image}")
@@ -441,7 +490,7 @@ class PodWorker:
         return image
 
     async def _start(self, c: dict[str, Any], kind: str, v: ContainerView, sid: str, sb_cfg: Any,
-                     vols: dict[str, Any]) -> None:
+                     vols: dict[str, Any], target_id: str = "") -> None:
         agent = self.agent
         name = c.get("name", "")
         image = await self._ensure_image(c, kind, sb_cfg)
@@ -453,7 +502,7 @@ class PodWorker:
                                   node_name=agent.cfg.node_name, host_ip=agent.node_ip,
                                   node_alloc=agent.alloc_for_env())
             cfg = podconfig.container_config(self.pod, c, kind, v.restart_count, env, vols, agent.memory_capacity,
-                                             image)
+                                             image, target_id)
         except (envvars.EnvError, KeyError, OSError) as e:
             v.waiting_reason, v.waiting_message = "CreateContainerConfigError", str(e)
             self.event("Warning", "Failed", f"Error: {e}", name, kind)
@@ -608,10 +657,11 @@ class PodWorker:
                 self.event("Warning", "FailedPreStopHook", f"PreStopHook failed: {out[:200]}",
                            (c or {}).get("name", ""))
 
-    async def _kill(self, cid: str, name: str, grace: int, reason: str, c: dict[str, Any] | None) -> None:
+    async def _kill(self, cid: str, name: str, grace: int, reason: str, c: dict[str, Any] | None,
+                    kind: str = REGULAR) -> None:
         self._stop_probes(cid)
         self.event("Normal", "Killing", reason if reason.startswith("Container") else
-                   f"Stopping container {name}", name)
+                   f"Stopping container {name}", name, kind)
         t0 = time.monotonic()
         await self._pre_stop(c, cid, grace)
         left = max(0, int(round(grace - (time.monotonic() - t0))))
@@ -634,7 +684,8 @@ class PodWorker:
         specs = {c.get("name"): c for c in (self.pod.get("spec") or {}).get("containers") or []}
         running = [c for c in containers if cric.container_state(c) in ("running", "created")]
         await asyncio.gather(*(self._kill(c.id, c.labels.get(L.CONTAINER_NAME, ""), grace, reason,
-                                          specs.get(c.labels.get(L.CONTAINER_NAME, "")))
+                                          specs.get(c.labels.get(L.CONTAINER_NAME, "")),
+                                          _kind(c.labels.get(L.CONTAINER_KIND, REGULAR)))
                                for c in running))
         self._stop_probes()
         if stop_sandbox:
@@ -692,14 +743,16 @@ class PodWorker:
                 if v.current is None:
                     v.waiting_reason, v.waiting_message = self.waiting.get(name, (self._default_waiting(), ""))
                 out.append(v)
-        await self.push_status(init_views, views, terminal=self.terminal)
+        eph_views = [await self._ephemeral_view(c, containers) for c in spec.get("ephemeralContainers") or []]
+        await self.push_status(init_views, views, terminal=self.terminal, ephemeral_views=eph_views)
 
     async def push_status(self, init_views: list[ContainerView], views: list[ContainerView],
-                          terminal: tuple[str, str, str] | None = None) -> None:
+                          terminal: tuple[str, str, str] | None = None,
+                          ephemeral_views: list[ContainerView] | None = None) -> None:
         for v in views:
             if v.current is None and not v.waiting_reason and v.name in self.waiting:
                 v.waiting_reason, v.waiting_message = self.waiting[v.name]
         ips = [] if terminal and self.rejected else self.sandbox_ip
         status = build_status(self.pod, init_views, views, pod_ips=ips, host_ip=self.agent.node_ip,
-                              start_time=self.start_time, terminal=terminal)
+                              start_time=self.start_time, terminal=terminal, ephemeral_views=ephemeral_views)
         await self.agent.status.set(self, status)

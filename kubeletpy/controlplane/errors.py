@@ -76,6 +76,10 @@ class APIError(Exception):
                              "message": self.message, "reason": self.reason, "code": self.code}
         if self.details is not None:
             s["details"] = self.details
+        elif self.code == 404:
+            # The real server always sends details with a NotFound, and kubectl reads
+            # ErrStatus.Details.Name without a nil check (`kubectl debug` panics otherwise).
+            s["details"] = {}
         return s
 
 
@@ -92,6 +96,14 @@ def _qual(resource: str, group: str) -> str:
 
 def not_found(resource: str, name: str, group: str = "") -> APIError:
     return APIError(404, "NotFound", f'{_qual(resource, group)} "{name}" not found', _details(resource, name, group))
+
+
+def not_found_path(message: str) -> APIError:
+    """A 404 for a URL the server does not serve (no such resource or subresource). Its details
+    are empty, as the real server's: clients tell "not served" from "no such object" (whose
+    details carry name and kind, see `not_found`) by the empty name -- `kubectl debug` says
+    "ephemeral containers are disabled for this cluster" on such an answer."""
+    return APIError(404, "NotFound", message, {})
 
 
 def already_exists(resource: str, name: str, group: str = "") -> APIError:

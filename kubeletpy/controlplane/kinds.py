@@ -43,6 +43,8 @@ CONTAINER: dict[str, Any] = {
     "terminationMessagePath": S, "terminationMessagePolicy": S, "imagePullPolicy": S, "securityContext": ANY,
     "stdin": B, "stdinOnce": B, "tty": B,
 }
+# EphemeralContainer: the Container fields plus the container whose namespaces it joins.
+EPHEMERAL_CONTAINER: dict[str, Any] = {**CONTAINER, "targetContainerName": S}
 VOLUME: dict[str, Any] = {
     "name": S,
     "hostPath": {"path": S, "type": S},
@@ -57,7 +59,7 @@ VOLUME: dict[str, Any] = {
 }
 POD_SPEC: dict[str, Any] = {
     "volumes": L(VOLUME), "initContainers": L(CONTAINER), "containers": L(CONTAINER),
-    "ephemeralContainers": L(ANY), "restartPolicy": S, "terminationGracePeriodSeconds": I,
+    "ephemeralContainers": L(EPHEMERAL_CONTAINER), "restartPolicy": S, "terminationGracePeriodSeconds": I,
     "activeDeadlineSeconds": I, "dnsPolicy": S, "nodeSelector": M(S), "serviceAccountName": S,
     "serviceAccount": S, "automountServiceAccountToken": B, "nodeName": S, "hostNetwork": B, "hostPID": B,
     "hostIPC": B, "shareProcessNamespace": B, "securityContext": ANY, "imagePullSecrets": L({"name": S}),
@@ -221,6 +223,72 @@ def _validate_container(c: Any, path: str, volumes: set[str], names: set[str]) -
     return out
 
 
+# The fields an ephemeral container may set (Kubernetes' allowedEphemeralContainerFields): it is
+# an allow list, so a field added to containers later is refused until someone decides otherwise.
+# Ports, probes, lifecycle, resources and restart policies would make a debugging aid part of the
+# workload.
+EPHEMERAL_ALLOWED = frozenset({
+    "name", "image", "command", "args", "workingDir", "envFrom", "env", "volumeMounts", "volumeDevices",
+    "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin",
+    "stdinOnce", "tty", "targetContainerName"})
+EPHEMERAL_MSG = "cannot be set for an Ephemeral Container"
+STATIC_EPHEMERAL_MSG = "static pods do not support ephemeral containers"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def _is_set(value: Any) -> bool:
+    """Go's "differs from the zero value" for decoded JSON: kubectl sends `resources: {}`."""
+    return value not in (None, "", 0, False, [], {})
+
+
+def _validate_ephemeral(spec: dict[str, Any], volumes: set[str], names: set[str]) -> list[Cause]:
+    """spec.ephemeralContainers: the common container rules, names unique across every kind of
+    container, a target that is a regular or init container, and only the allowed fields."""
+    targets = {c.get("name") for key in ("containers", "initContainers") for c in spec.get(key) or []
+               if isinstance(c, dict)}
+    out: list[Cause] = []
+    for i, c in enumerate(spec.get("ephemeralContainers") or []):
+        path = f"spec.ephemeralContainers[{i}]"
+        out += _validate_container(c, path, volumes, names)
+        if not isinstance(c, dict):
+            continue
+        target = c.get("targetContainerName")
+        if target and target not in targets:
+            out.append(not_found_cause(f"{path}.targetContainerName", target))
+        out += [forbidden(f"{path}.{k}", EPHEMERAL_MSG) for k in CONTAINER
+                if k not in EPHEMERAL_ALLOWED and _is_set(c.get(k))]
+        for j, vm in enumerate(c.get("volumeMounts") or []):
+            for k in ("subPath", "subPathExpr"):
+                if isinstance(vm, dict) and vm.get(k):
+                    out.append(forbidden(f"{path}.volumeMounts[{j}].{k}", EPHEMERAL_MSG))
+    return out
+
+
+def _ephemeral_changes(new: dict[str, Any], old: dict[str, Any]) -> list[Cause]:
+    """Ephemeral containers, once added, may be neither changed nor removed (they may be running)."""
+    field = "spec.ephemeralContainers"
+    have = {c.get("name"): c for c in (new.get("spec") or {}).get("ephemeralContainers") or []
+            if isinstance(c, dict)}
+    out: list[Cause] = []
+    for c in (old.get("spec") or {}).get("ephemeralContainers") or []:
+        name = c.get("name")
+        if name not in have:
+            out.append(forbidden(field, f'existing ephemeral containers "{name}" may not be removed'))
+        elif have[name] != c:
+            out.append(forbidden(field, f'existing ephemeral containers "{name}" may not be changed'))
+    return out
+
+
+def _default_container(c: Any) -> None:
+    """SetDefaults_Container: what every kind of container gets when it is written."""
+    if not isinstance(c, dict):
+        return
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    if isinstance(c.get("image"), str):
+        c.setdefault("imagePullPolicy", _image_pull_policy(c["image"]))
+
+
 POD_MUTABLE_MSG = ("pod updates may not change fields other than `spec.containers[*].image`,"
                    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
                    "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it "
@@ -284,7 +352,7 @@ class PodStrategy(Strategy):
     kind, resource, singular = "Pod", "pods", "pod"
     short_names = ("po",)
     categories = ("all",)
-    subresources = ("status", "binding")
+    subresources = ("status", "binding", "ephemeralcontainers")
     generation = True
     status_split = True
     schema = {"spec": POD_SPEC, "status": POD_STATUS}
@@ -312,10 +380,7 @@ class PodStrategy(Strategy):
         for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
             if not isinstance(c, dict):
                 continue
-            c.setdefault("terminationMessagePath", "/dev/termination-log")
-            c.setdefault("terminationMessagePolicy", "File")
-            if isinstance(c.get("image"), str):
-                c.setdefault("imagePullPolicy", _image_pull_policy(c["image"]))
+            _default_container(c)
             c.setdefault("resources", {})
             for p in c.get("ports") or []:
                 if isinstance(p, dict):
@@ -348,6 +413,7 @@ class PodStrategy(Strategy):
             out += _validate_container(c, f"spec.initContainers[{i}]", volumes, names)
         for i, c in enumerate(spec.get("containers") or []):
             out += _validate_container(c, f"spec.containers[{i}]", volumes, names)
+        out += _validate_ephemeral(spec, volumes, names)
         if spec.get("restartPolicy") not in RESTART_POLICIES:
             out.append(not_supported("spec.restartPolicy", spec.get("restartPolicy"), RESTART_POLICIES))
         if spec.get("dnsPolicy") not in DNS_POLICIES:
@@ -362,6 +428,34 @@ class PodStrategy(Strategy):
             out += v.dns1123_subdomain("spec.nodeName", spec["nodeName"])
         out += v.labels("spec.nodeSelector", spec.get("nodeSelector"))
         return out
+
+    def validate_create(self, obj: dict[str, Any]) -> list[Cause]:
+        out = self.validate(obj)
+        if (obj.get("spec") or {}).get("ephemeralContainers"):
+            out.append(forbidden("spec.ephemeralContainers", "cannot be set on create"))
+        return out
+
+    def prepare_subresource_update(self, subresource: str, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """pods/ephemeralcontainers: only spec.ephemeralContainers is taken from the request (so
+        `kubectl debug` cannot change anything else of a running pod), defaulted like containers."""
+        spec = new.get("spec")
+        ecs = spec.get("ephemeralContainers") if isinstance(spec, dict) else None
+        super().prepare_subresource_update(subresource, new, old)
+        if subresource != "ephemeralcontainers":
+            return
+        new["spec"] = {k: val for k, val in (old.get("spec") or {}).items() if k != "ephemeralContainers"}
+        if ecs:
+            for c in ecs if isinstance(ecs, list) else []:
+                _default_container(c)
+            new["spec"]["ephemeralContainers"] = ecs
+
+    def validate_subresource_update(self, subresource: str, new: dict[str, Any],
+                                    old: dict[str, Any]) -> list[Cause]:
+        if subresource != "ephemeralcontainers":
+            return super().validate_subresource_update(subresource, new, old)
+        if MIRROR_ANNOTATION in (_m(old).get("annotations") or {}):
+            return [forbidden("", STATIC_EPHEMERAL_MSG)]
+        return self.validate(new) + _ephemeral_changes(new, old)
 
     def validate_update(self, new: dict[str, Any], old: dict[str, Any]) -> list[Cause]:
         out = self.validate(new)

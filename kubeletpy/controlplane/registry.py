@@ -308,7 +308,7 @@ class Registry:
         if s.generation:
             meta["generation"] = 1
         s.prepare_create(obj)
-        causes = self.validate_meta(s, obj) + s.validate(obj)
+        causes = self.validate_meta(s, obj) + s.validate_create(obj)
         if causes:
             raise invalid_object(s.kind, meta.get("name") or meta.get("generateName") or "", causes, s.group)
         if s.namespaced:
@@ -368,9 +368,16 @@ class Registry:
             nm.pop("resourceVersion", None)
         elif subresource == "":
             s.prepare_update(new, old)
-        if s.generation and subresource == "" and _spec_part(new) != _spec_part(old):
+        else:
+            s.prepare_subresource_update(subresource, new, old)
+            nm = new["metadata"] = dict(new["metadata"])
+            nm["managedFields"] = mf if managed_done else om.get("managedFields")
+        if s.generation and subresource not in ("status", "finalize") and _spec_part(new) != _spec_part(old):
             nm["generation"] = int(om.get("generation") or 0) + 1
-        causes = self.validate_meta(s, new) + s.validate_update(new, old)
+        if subresource in ("", "status", "finalize"):
+            causes = self.validate_meta(s, new) + s.validate_update(new, old)
+        else:
+            causes = self.validate_meta(s, new) + s.validate_subresource_update(subresource, new, old)
         if causes:
             raise invalid_object(s.kind, name, causes, s.group)
         if not managed_done:

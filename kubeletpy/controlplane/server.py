@@ -35,6 +35,7 @@ from .errors import (
     internal,
     invalid_object,
     method_not_allowed,
+    not_found_path,
     unauthorized,
 )
 from .nodeproxy import NodeProxy
@@ -276,17 +277,17 @@ class APIServer:
             group, rest = parts[1], parts[2:]
             if not rest:
                 if group not in self._groups:
-                    raise APIError(404, "NotFound", NOT_FOUND_MSG)
+                    raise not_found_path(NOT_FOUND_MSG)
                 return self._response(self._groups[group])
         else:
-            raise APIError(404, "NotFound", NOT_FOUND_MSG)
+            raise not_found_path(NOT_FOUND_MSG)
         if not rest:
             return self._discovery_root(request, core=True)
         version, rest = rest[0], rest[1:]
         if not rest:
             doc = self._resource_lists.get((group, version))
             if doc is None:
-                raise APIError(404, "NotFound", NOT_FOUND_MSG)
+                raise not_found_path(NOT_FOUND_MSG)
             return self._response(doc)
         watch_prefix = rest[0] == "watch"
         if watch_prefix:
@@ -296,20 +297,20 @@ class APIServer:
         elif rest:
             ns, resource, tail = "", rest[0], rest[1:]
         else:
-            raise APIError(404, "NotFound", NOT_FOUND_MSG)
+            raise not_found_path(NOT_FOUND_MSG)
         if len(tail) > 2:
-            raise APIError(404, "NotFound", NOT_FOUND_MSG)
+            raise not_found_path(NOT_FOUND_MSG)
         name = tail[0] if tail else ""
         sub = tail[1] if len(tail) > 1 else ""
         s = self.registry.lookup(group, version, resource)
         if s is None or (ns and not s.namespaced):
-            raise APIError(404, "NotFound", NOT_FOUND_MSG)
+            raise not_found_path(NOT_FOUND_MSG)
         if s is kinds.POD and ns and name and sub in POD_PROXY_SUBRESOURCES and not watch_prefix:
             return await self._pod_proxy(request, user, ns, name, sub)
         if sub and sub not in s.subresources:
             if s is kinds.POD and sub == "proxy":
-                raise APIError(404, "NotFound", "pods/proxy is not served by this API server")
-            raise APIError(404, "NotFound", NOT_FOUND_MSG)
+                raise not_found_path("pods/proxy is not served by this API server")
+            raise not_found_path(NOT_FOUND_MSG)
         return await self._resource(request, user, s, ns, name, sub, watch_prefix)
 
     async def _pod_proxy(self, request: web.Request, user: User, ns: str, name: str,
@@ -387,7 +388,7 @@ class APIServer:
             if name:
                 raise method_not_allowed(f"POST is not supported on a single {s.kind}; use PUT or PATCH")
             if s.namespaced and not ns:
-                raise APIError(404, "NotFound", NOT_FOUND_MSG)
+                raise not_found_path(NOT_FOUND_MSG)
             body, _ = await self._read_body(request)
             body_name = ((body.get("metadata") or {}).get("name") or "") if isinstance(body, dict) else ""
             await auth.authorize(user, auth.Attributes("create", s.group, s.resource, "", ns, str(body_name), body), rt)
@@ -691,7 +692,7 @@ class APIServer:
         if len(parts) >= 2 and parts[1] == "v2":
             # plain text on purpose: kubectl 1.27/1.28 then print their own hint to use --validate=false
             return web.Response(status=404, text=OPENAPI_V2_MSG, content_type="text/plain")
-        raise APIError(404, "NotFound", NOT_FOUND_MSG)
+        raise not_found_path(NOT_FOUND_MSG)
 
     # ------------------------------------------------------------------ node join
 

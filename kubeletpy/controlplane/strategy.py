@@ -103,7 +103,7 @@ class Strategy:
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
-    subresources: tuple[str, ...] = ()      # "status", "binding", ...
+    subresources: tuple[str, ...] = ()      # "status", "binding", "ephemeralcontainers", ...
     # storage: kinds served in two API groups share one storage resource (events)
     storage_resource: str = ""
     # behaviour
@@ -156,11 +156,27 @@ class Strategy:
         if status is not None:
             new["status"] = status
 
+    def prepare_subresource_update(self, subresource: str, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """A write to a spec-owning subresource (pods/ephemeralcontainers) takes only the part
+        that subresource owns; everything else comes from the stored object. Kinds that serve
+        such a subresource override this; the default keeps the stored object whole."""
+        new.clear()
+        new.update(old)
+
     def validate(self, obj: dict[str, Any]) -> list[Cause]:
         return []
 
+    def validate_create(self, obj: dict[str, Any]) -> list[Cause]:
+        """Create-only rules (fields a client may only set through a subresource) on top of `validate`."""
+        return self.validate(obj)
+
     def validate_update(self, new: dict[str, Any], old: dict[str, Any]) -> list[Cause]:
         return self.validate(new)
+
+    def validate_subresource_update(self, subresource: str, new: dict[str, Any],
+                                    old: dict[str, Any]) -> list[Cause]:
+        """Validation of a write through `prepare_subresource_update`'s subresource."""
+        return self.validate_update(new, old)
 
     async def grace_period(self, obj: dict[str, Any], requested: int | None, registry: Registry) -> int:
         """Seconds of graceful deletion (0: delete now). Most kinds go at once."""
