@@ -31,12 +31,14 @@ def sh(cmd: str, check: bool = True) -> str:
 
 
 def random_subnet(prefix: int = 24) -> str:
-    """A /24 (or smaller) in 10.250.0.0-10.254.255.0 not used by this session and not routed on the host."""
-    routes = sh("ip -4 route show table all")
+    """A /24 (or smaller) in 10.250.0.0-10.254.255.0 not used by this session, not routed on the
+    host and not named by any NAT rule (another network's leftovers would look like this test's leak)."""
+    taken = sh("ip -4 route show table all") + sh("iptables-save -t nat", check=False) + \
+        sh("nft list ruleset", check=False)
     with _lock:
         while True:
             net = f"10.{random.randint(250, 254)}.{random.randint(0, 255)}.0/{prefix}"
-            if net not in _used_subnets and net.rsplit(".", 1)[0] + "." not in routes:
+            if net not in _used_subnets and net.rsplit(".", 1)[0] + "." not in taken:
                 _used_subnets.add(net)
                 return net
 
