@@ -133,6 +133,11 @@ async def _outcome(backend: ExecBackend, options: ExecOptions, io: ExecIO, attac
     except Exception as e:  # a backend bug must still answer the client, not hang it
         log.exception("exec backend failed")
         return status_error(f"internal error: {e}")
+    if attach:
+        # The kubelet's (and CRI streaming server's) ServeAttach reports Success once the stream
+        # ends: attach watches a process, it does not own its exit code. kubectl relies on it --
+        # `kubectl debug -i`/`run -i` fall back to re-printing the logs after a failed attach.
+        return status_success()
     code = normalise_exit_code(code)
     return status_success() if code == 0 else status_exit_code(code)
 

@@ -138,7 +138,7 @@ def test_attach_with_stdin(fake_api: FakeAPI, version: str) -> None:
     # The fake pod's main process is `echo attached; cat; exit 3`.
     r = fake_api.kubectl(version, "attach", "-i", "web", input=b"typed\n")
     assert r.stdout == b"attached\ntyped\n"
-    assert r.returncode == 3
+    assert r.returncode == 0  # as from a real kubelet: attach does not report the process's exit code
 
 
 def _forward(api: FakeAPI, version: str, env: dict[str, str] | None) -> None:
