@@ -593,6 +593,10 @@ class Agent:
         spawn(asyncio.create_task(self._housekeeping()))
         spawn(asyncio.create_task(gc.run(self)))
         spawn(asyncio.create_task(eviction.run(self)))
+        if self.cfg.port >= 0 and self.cfg.rotate_server_certificates and not self.cfg.tls_cert:
+            from kubeletpy.agent import certificate
+
+            spawn(asyncio.create_task(certificate.run(self)))
         if self.cfg.manifests_dir is not None:
             spawn(asyncio.create_task(self._static_loop()))
         self.ready.set()

@@ -39,6 +39,7 @@ class AgentConfig:
     address: str = "0.0.0.0"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    rotate_server_certificates: bool = True  # serving certificate from the cluster CA via a CSR (certificate.py)
     # timings
     relist_period: float = 1.0             # PLEG
     evented_relist_period: float = 10.0    # PLEG while the runtime streams events

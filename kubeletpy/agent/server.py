@@ -198,6 +198,7 @@ class AgentServer:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.runner: web.AppRunner | None = None
+        self.tls: ssl.SSLContext | None = None
         self._auth_cache: dict[str, tuple[float, bool]] = {}
         self.static_tokens: set[str] = set()
         tf = agent.cfg.authorized_tokens_file
@@ -206,12 +207,17 @@ class AgentServer:
 
     async def start(self) -> int:
         cfg = self.agent.cfg
+        from kubeletpy.agent import certificate
+
+        issued = certificate.current_path(cfg.root_dir)
         if cfg.tls_cert and cfg.tls_key:
             crt, key = cfg.tls_cert, cfg.tls_key
+        elif await asyncio.to_thread(certificate.load_current, issued) is not None:
+            crt = key = issued  # the cluster-issued one from an earlier run (certificate.py)
         else:
             crt, key = await asyncio.to_thread(ensure_cert, cfg.root_dir / "pki", cfg.node_name,
                                                [self.agent.node_ip])
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls = self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(str(crt), str(key))
         tls.set_alpn_protocols(["http/1.1"])
         app = web.Application(middlewares=[self._auth])
@@ -232,6 +238,12 @@ class AgentServer:
         port = sockets[0].getsockname()[1] if sockets else cfg.port
         log.info("serving https on %s:%d", cfg.address, port)
         return int(port)
+
+    def use_certificate(self, pem: Path) -> None:
+        """Serve a new certificate (cert and key in one file) from the next handshake on;
+        connections already open keep theirs."""
+        if self.tls is not None:
+            self.tls.load_cert_chain(str(pem))
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -12,6 +12,7 @@ from .errors import AlreadyExistsError, ApiError, ConflictError, GoneError, NotF
 from .informer import Informer
 from .resources import (
     CONFIGMAPS,
+    CSRS,
     EVENTS,
     EVENTS_V1,
     LEASES,
@@ -25,7 +26,7 @@ from .resources import (
 from .timeutil import micro_time, parse_time, rfc3339
 
 __all__ = [
-    "AlreadyExistsError", "ApiError", "CONFIGMAPS", "Client", "ClientConfig", "ConflictError", "EVENTS", "EVENTS_V1",
+    "AlreadyExistsError", "ApiError", "CONFIGMAPS", "CSRS", "Client", "ClientConfig", "ConflictError", "EVENTS", "EVENTS_V1",
     "GoneError", "Informer", "LEASES", "NAMESPACES", "NODES", "NotFoundError", "PODS", "Resource", "SECRETS",
     "TransportError", "WatchEvent", "load_kubeconfig", "micro_time", "object_key", "parse_time", "rfc3339",
 ]

@@ -43,6 +43,8 @@ CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 SECRETS = Resource("", "v1", "secrets", "Secret")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS_V1 = Resource("events.k8s.io", "v1", "events", "Event")
+CSRS = Resource("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest",
+                namespaced=False)
 
 
 def object_key(obj: dict) -> str:

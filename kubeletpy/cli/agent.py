@@ -56,6 +56,9 @@ def register(parser: argparse.ArgumentParser, name: str) -> None:
     a("--port", type=int, default=10250, help="HTTPS port (0: any free port, -1: no server; default %(default)s)")
     a("--address", default="0.0.0.0")
     a("--tls-cert-file", type=Path, default=None)
+    a("--rotate-server-certificates", action=argparse.BooleanOptionalAction, default=True,
+      help="get the :10250 serving certificate from the cluster CA through a CertificateSigningRequest, and "
+           "renew it (default on; off, or --tls-cert-file: a self-signed or the given certificate)")
     a("--tls-private-key-file", type=Path, default=None)
     a("--authorized-tokens-file", type=Path, default=None,
       help="bearer tokens the HTTPS server accepts besides admin credentials (one per line)")
@@ -145,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> object:
     if args.eviction_max_pod_grace_period < 0:
         raise CLIError("--eviction-max-pod-grace-period: must not be negative")
     cfg.eviction_max_pod_grace = args.eviction_max_pod_grace_period
+    cfg.rotate_server_certificates = args.rotate_server_certificates
     cfg.eviction_interval = args.eviction_monitoring_interval
     cfg.node_status_check = args.node_status_check
     if not 0 <= cfg.image_gc_low <= cfg.image_gc_high <= 1:

@@ -2,6 +2,8 @@
 
 * `nodeipam`       -- pod CIDRs for Nodes from --cluster-cidr;
 * `nodelifecycle`  -- Node health from Leases, not-ready/unreachable taints, taint eviction;
+* `certificates`   -- CertificateSigningRequests: auto-approval of node serving certificates,
+                      signing approved ones with the cluster CA;
 * `leaderelection` -- a coordination.k8s.io Lease so one replica acts at a time.
 
 They use only the API server's HTTPS REST API (`kubeletpy.apiclient`), like
@@ -39,6 +41,11 @@ class Options:
     retry_period: float = 2.0                  # --leader-elect-retry-period
     lease_namespace: str = "kube-system"
     identity: str = field(default_factory=default_identity)
+    # CSR signing (--cluster-signing-cert-file/--cluster-signing-key-file; unset: no signer)
+    cluster_signing_cert_file: str = ""
+    cluster_signing_key_file: str = ""
+    cluster_signing_duration: float = 365 * 24 * 3600.0
+    csr_auto_approve: bool = True              # approve node serving CSRs that pass the SAN checks
     run_scheduler: bool = True
     run_controllers: bool = True
     scheduler_kw: dict = field(default_factory=dict)  # extra Scheduler(...) arguments
@@ -57,6 +64,19 @@ async def run_controllers(client: Client, options: Options) -> None:
                                  monitor_period=options.node_monitor_period, evict=options.evict_pods,
                                  orphan_grace=options.orphan_grace)
     tasks.append(asyncio.create_task(nl.run(), name="node-lifecycle-controller"))
+    signer = None
+    if options.cluster_signing_cert_file and options.cluster_signing_key_file:
+        from pathlib import Path
+
+        from .certificates import Signer
+
+        signer = Signer.from_files(Path(options.cluster_signing_cert_file), Path(options.cluster_signing_key_file),
+                                   options.cluster_signing_duration)
+    if signer is not None or options.csr_auto_approve:
+        from .certificates import CertificateController
+
+        csr = CertificateController(client, signer, options.csr_auto_approve)
+        tasks.append(asyncio.create_task(csr.run(), name="csr-controller"))
     try:
         await asyncio.gather(*tasks)
     finally:

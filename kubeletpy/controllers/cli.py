@@ -23,6 +23,14 @@ def add_flags(p: argparse.ArgumentParser, *, scheduler: bool = True, controllers
                        help="a node whose Lease is not renewed for this long is marked Unknown (default 50)")
         p.add_argument("--node-monitor-period", type=float, default=5.0, metavar="SECONDS",
                        help="how often node health is checked (default 5)")
+        p.add_argument("--cluster-signing-cert-file", default="", metavar="PATH",
+                       help="CA certificate that signs approved CertificateSigningRequests (in `kubeletpy "
+                            "control-plane`: the cluster CA)")
+        p.add_argument("--cluster-signing-key-file", default="", metavar="PATH", help="its private key")
+        p.add_argument("--cluster-signing-duration", type=float, default=365 * 24 * 3600.0, metavar="SECONDS",
+                       help="longest certificate the signer issues (default one year)")
+        p.add_argument("--csr-auto-approve", action=argparse.BooleanOptionalAction, default=True,
+                       help="approve node serving CSRs whose names and addresses are the node's own (default on)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
                    help="take a Lease in kube-system before acting (default on)")
     p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS")
@@ -39,6 +47,10 @@ def options_from_args(a: argparse.Namespace, *, scheduler: bool = True, controll
         o.node_cidr_mask_size = a.node_cidr_mask_size
         o.node_monitor_grace_period = a.node_monitor_grace_period
         o.node_monitor_period = a.node_monitor_period
+        o.cluster_signing_cert_file = a.cluster_signing_cert_file
+        o.cluster_signing_key_file = a.cluster_signing_key_file
+        o.cluster_signing_duration = a.cluster_signing_duration
+        o.csr_auto_approve = a.csr_auto_approve
     if getattr(a, "identity", ""):
         o.identity = a.identity
     return o

@@ -113,6 +113,10 @@ class ControlPlane:
             # kube-scheduler and kube-controller-manager; leader election keeps one active.
             from kubeletpy.controllers import run_in_control_plane
 
+            opts = cfg.controllers
+            if not opts.cluster_signing_cert_file:  # the signer in this process uses the cluster CA
+                opts.cluster_signing_cert_file = str(pki_dir / "ca.crt")
+                opts.cluster_signing_key_file = str(pki_dir / "ca.key")
             self._controllers = asyncio.create_task(run_in_control_plane(cfg.kubeconfig, cfg.controllers))
         print(f"kubeletpy control-plane: serving on {self.url} (data dir {data}, kubeconfig {cfg.kubeconfig})",
               file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
 """The kinds served now: Namespace, Pod, Node, Lease, Event (core and events.k8s.io),
-ConfigMap and Secret. Each is a `Strategy`; see strategy.py for what the hooks mean.
+ConfigMap, Secret, and CertificateSigningRequest (certificates.py). Each is a `Strategy`; see strategy.py for what the hooks mean.
 
 Schemas list the fields the real types have (probes, affinity, security contexts and
 volume sources other than the common ones are accepted as free-form), which is what
@@ -841,4 +841,6 @@ EVENT_V1 = EventsV1Strategy()
 CONFIGMAP = ConfigMapStrategy()
 SECRET = SecretStrategy()
 
-ALL: tuple[Strategy, ...] = (NAMESPACE, POD, NODE, LEASE, EVENT, EVENT_V1, CONFIGMAP, SECRET)
+from .certificates import CSR  # noqa: E402  (its own module: the x509 rules are long)
+
+ALL: tuple[Strategy, ...] = (NAMESPACE, POD, NODE, LEASE, EVENT, EVENT_V1, CONFIGMAP, SECRET, CSR)

@@ -23,9 +23,11 @@ certificate) and kept in `<data-dir>/kubelet-client-token` (0600). The agent acc
 because the API server says that identity may list Secrets in kube-system; an agent can
 also list it in its --authorized-tokens-file to skip that check.
 
-TLS to the agent: the agent serves a self-signed certificate, so the hop is verified
-against the cluster CA when the agent's certificate is signed by it, and otherwise not
-verified (the real API server's default without --kubelet-certificate-authority).
+TLS to the agent: the hop is verified against the cluster CA when the agent's certificate
+is signed by it (an agent gets one through a CertificateSigningRequest, see
+kubeletpy/agent/certificate.py), and otherwise not verified (the real API server's default
+without --kubelet-certificate-authority). An agent still on its self-signed certificate is
+checked again after INSECURE_RECHECK seconds, so the hop tightens once its certificate is issued.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -57,6 +60,7 @@ INT_LOG_PARAMS = ("tailLines", "sinceSeconds", "limitBytes")
 _UPGRADE_HEADERS = ("connection", "upgrade", "x-stream-protocol-version", "sec-websocket-key",
                     "sec-websocket-version", "sec-websocket-protocol")
 HIGH_WATER = 256 * 1024
+INSECURE_RECHECK = 30.0
 
 
 def backend_error(node: str, url: str, e: BaseException) -> APIError:
@@ -83,7 +87,7 @@ class NodeProxy:
     def __init__(self, registry: Registry, token: str, ca_pem: bytes) -> None:
         self.registry = registry
         self.token = token
-        self._verified: dict[tuple[str, int], ssl.SSLContext] = {}
+        self._verified: dict[tuple[str, int], tuple[ssl.SSLContext, float]] = {}
         self._strict = ssl.create_default_context(cadata=ca_pem.decode())
         self._strict.set_alpn_protocols(["http/1.1"])
         self._insecure = ssl.create_default_context()
@@ -140,12 +144,12 @@ class NodeProxy:
     # ------------------------------------------------------------------ TLS to the agent
 
     async def tls(self, host: str, port: int) -> ssl.SSLContext:
-        """The cluster-CA-verifying context if the agent's certificate passes it (checked once per
-        endpoint), else the non-verifying one."""
+        """The cluster-CA-verifying context if the agent's certificate passes it (once it has, for
+        good), else the non-verifying one (until the next check)."""
         key = (host, port)
-        ctx = self._verified.get(key)
-        if ctx is not None:
-            return ctx
+        known = self._verified.get(key)
+        if known is not None and (known[0] is self._strict or time.monotonic() - known[1] < INSECURE_RECHECK):
+            return known[0]
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, w = await asyncio.open_connection(host, port, ssl=self._strict)
@@ -154,12 +158,13 @@ class NodeProxy:
                 await w.wait_closed()
             ctx = self._strict
         except ssl.SSLCertVerificationError as e:
-            log.warning("agent at %s:%d: certificate not verifiable with the cluster CA (%s); the API server "
-                        "connects to it without verifying TLS", host, port, e.verify_message)
+            if known is None:
+                log.warning("agent at %s:%d: certificate not verifiable with the cluster CA (%s); the API server "
+                            "connects to it without verifying TLS", host, port, e.verify_message)
             ctx = self._insecure
         except (OSError, TimeoutError):
             return self._insecure  # unreachable now: the caller reports it; decide next time
-        self._verified[key] = ctx
+        self._verified[key] = (ctx, time.monotonic())
         return ctx
 
     # ------------------------------------------------------------------ logs

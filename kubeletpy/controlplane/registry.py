@@ -78,6 +78,8 @@ class Context:
     """Per-request options that change how a write is done."""
 
     user: str = "system:admin"
+    groups: tuple[str, ...] = ("system:masters", "system:authenticated")
+    uid: str = ""
     dry_run: bool = False
     field_manager: str = ""
     field_validation: str = "Warn"  # Strict | Warn | Ignore
@@ -308,6 +310,7 @@ class Registry:
         if s.generation:
             meta["generation"] = 1
         s.prepare_create(obj)
+        s.set_requester(obj, ctx.user, ctx.groups, ctx.uid)
         causes = self.validate_meta(s, obj) + s.validate_create(obj)
         if causes:
             raise invalid_object(s.kind, meta.get("name") or meta.get("generateName") or "", causes, s.group)

@@ -101,7 +101,8 @@ def _accept(request: web.Request) -> str:
 
 
 def _decode_protobuf(raw: bytes) -> dict[str, Any]:
-    """kubectl's generator commands (create namespace/configmap/secret) send protobuf bodies."""
+    """kubectl 1.32+ typed clients send protobuf bodies: `create namespace|configmap|secret`,
+    `debug --copy-to`/`debug node/` (a Pod), `certificate approve|deny` (a CSR)."""
     try:
         return protobuf.decode_object(raw)
     except protobuf.UnsupportedKind as e:
@@ -333,7 +334,7 @@ class APIServer:
                         watch_prefix: bool) -> web.StreamResponse:
         q = request.query
         method = request.method
-        ctx = Context(user=user.name)
+        ctx = Context(user=user.name, groups=user.groups)
         dry = q.getall("dryRun", [])
         if any(d != "All" for d in dry):
             raise bad_request(f"invalid dry run option {dry!r}: only All is supported")

@@ -141,6 +141,10 @@ class Strategy:
     def prepare_create(self, obj: dict[str, Any]) -> None:
         """Defaulting and dropping what a client may not set on create (e.g. status)."""
 
+    def set_requester(self, obj: dict[str, Any], user: str, groups: tuple[str, ...], uid: str) -> None:
+        """Kinds that record who created them (CertificateSigningRequest) take it from the
+        authenticated request here, after `prepare_create`."""
+
     def prepare_update(self, new: dict[str, Any], old: dict[str, Any]) -> None:
         if self.status_split:
             if "status" in old:

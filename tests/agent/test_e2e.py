@@ -8,7 +8,9 @@ scheduler runs here). Teardown proves the host is clean.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import socket
 import ssl
 import time
 import urllib.parse
@@ -111,6 +113,34 @@ def test_node_registered_with_measured_status(cluster: Cluster) -> None:
     # the runtime got the pod CIDR and wrote the CNI config for it
     conf = json.loads(next((cluster.base / "cni" / "net.d").glob("*.conflist")).read_text())
     assert cluster.subnet in json.dumps(conf)
+
+
+def test_agent_serves_a_certificate_issued_by_the_cluster(cluster: Cluster) -> None:
+    """The agent asked for its serving certificate with a CSR, the control plane approved and
+    signed it, and :10250 now passes verification against the cluster CA for the node's address
+    -- so the API server's hop to it (logs, exec) is verified too."""
+    ca = cluster.base / "cluster-ca.crt"
+    cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+    ca.write_bytes(base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]))
+    strict = ssl.create_default_context(cafile=str(ca))
+
+    def verified() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", cluster.agent_port), timeout=2) as raw, \
+                    strict.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                cert = tls.getpeercert()
+        except ssl.SSLCertVerificationError:
+            return False
+        return dict(x[0] for x in cert["subject"])["commonName"] == f"system:node:{cluster.node}"
+
+    wait_for(verified, 30, "the agent serving a cluster-signed certificate")
+    csrs = cluster.kubectl("get", "csr", "-o", "json").stdout
+    mine = [c for c in json.loads(csrs)["items"] if c["spec"]["username"] == f"system:node:{cluster.node}"]
+    assert mine and mine[-1]["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+    assert [c["type"] for c in mine[-1]["status"]["conditions"]] == ["Approved"] and mine[-1]["status"]["certificate"]
+    issued = cluster.base / "agent" / "pki" / "kubelet-server-current.pem"
+    assert oct(issued.stat().st_mode & 0o777) == "0o600"
+    assert "Approved,Issued" in cluster.kubectl("get", "csr", mine[-1]["metadata"]["name"]).stdout
 
 
 # ------------------------------------------------------------------ examples

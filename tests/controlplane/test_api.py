@@ -31,7 +31,7 @@ def test_version_health_and_discovery(cp: ControlPlane, api: requests.Session) -
         assert r.status_code == 200 and r.text == "ok"
     assert api.get(url(cp, "/api")).json()["versions"] == ["v1"]
     groups = {g["name"] for g in api.get(url(cp, "/apis")).json()["groups"]}
-    assert groups == {"coordination.k8s.io", "events.k8s.io"}
+    assert groups == {"certificates.k8s.io", "coordination.k8s.io", "events.k8s.io"}
     res = {r["name"]: r for r in api.get(url(cp, "/api/v1")).json()["resources"]}
     assert res["pods"]["shortNames"] == ["po"] and res["pods"]["namespaced"]
     assert {"pods/status", "pods/binding", "nodes/status", "namespaces/status"} <= set(res)
@@ -52,7 +52,8 @@ def test_version_health_and_discovery(cp: ControlPlane, api: requests.Session) -
 
 def test_openapi_v3_has_patch_with_field_validation(cp: ControlPlane, api: requests.Session) -> None:
     root = api.get(url(cp, "/openapi/v3")).json()["paths"]
-    assert set(root) == {"api/v1", "apis/coordination.k8s.io/v1", "apis/events.k8s.io/v1"}
+    assert set(root) == {"api/v1", "apis/certificates.k8s.io/v1", "apis/coordination.k8s.io/v1",
+                         "apis/events.k8s.io/v1"}
     doc = api.get(url(cp, root["api/v1"]["serverRelativeURL"])).json()
     op = doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"]
     assert op["x-kubernetes-group-version-kind"] == {"group": "", "version": "v1", "kind": "Pod"}

@@ -38,10 +38,12 @@ def test_version_and_api_resources(cp: ControlPlane) -> None:
     assert "Server Version: v1.32.0" in r.stdout and "WARNING" not in r.stderr
     r = cp.kubectl("api-resources", check=True)
     lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
-    assert {"pods", "nodes", "namespaces", "configmaps", "secrets", "events", "leases"} <= set(lines)
+    assert {"pods", "nodes", "namespaces", "configmaps", "secrets", "events", "leases",
+            "certificatesigningrequests"} <= set(lines)
     assert "po" in lines["pods"] and "coordination.k8s.io/v1" in lines["leases"]
+    assert lines["certificatesigningrequests"].split()[1:4] == ["csr", "certificates.k8s.io/v1", "false"]
     r = cp.kubectl("api-versions", check=True)
-    assert r.stdout.split() == ["coordination.k8s.io/v1", "events.k8s.io/v1", "v1"]
+    assert r.stdout.split() == ["certificates.k8s.io/v1", "coordination.k8s.io/v1", "events.k8s.io/v1", "v1"]
 
 
 def test_create_get_describe_label_annotate_patch_delete(cp: ControlPlane, ns: str) -> None:
