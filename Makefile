@@ -73,8 +73,13 @@ up: install
 	$(KUBECTL) apply -f examples/web.yaml
 	$(KUBECTL) wait --for=condition=Ready pod/web --timeout=120s
 	$(KUBECTL) get pods -o wide
-	@ip=$$($(KUBECTL) get pod web -o jsonpath='{.status.podIP}'); \
-	  echo "GET http://$$ip:8080/ ->"; busybox wget -qO- "http://$$ip:8080/"
+	@# after `down` and `up` the pod's status may still name its old sandbox for a moment
+	@# (the agent re-creates it): read the IP again until the GET answers
+	@for i in $$(seq 1 60); do \
+	  ip=$$($(KUBECTL) get pod web -o jsonpath='{.status.podIP}'); \
+	  out=$$(timeout 3 busybox wget -qO- "http://$$ip:8080/" 2>/dev/null) && { echo "GET http://$$ip:8080/ ->"; echo "$$out"; exit 0; }; \
+	  sleep 0.5; \
+	done; echo "GET http://$$ip:8080/ failed" >&2; timeout 3 busybox wget -qO- "http://$$ip:8080/"
 
 down: install
 	$(VENV)/bin/kubeletpy down
