@@ -63,6 +63,21 @@ def load_current(path: Path) -> x509.Certificate | None:
     return cert if cert.not_valid_before_utc <= now < cert.not_valid_after_utc else None
 
 
+def names_match(cert: x509.Certificate, node: str, ips: list[str]) -> bool:
+    """Whether the certificate still names this node and its addresses (a node renamed or
+    moved to another address needs a new one at once, not at renewal time)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have_ips = {str(i) for i in san.get_values_for_type(x509.IPAddress)}
+    want_ips = set()
+    for ip in ips:
+        with contextlib.suppress(ValueError):
+            want_ips.add(str(ipaddress.ip_address(ip)))
+    return node in san.get_values_for_type(x509.DNSName) and want_ips <= have_ips
+
+
 def renewal_time(cert: x509.Certificate, rng: random.Random | None = None) -> dt.datetime:
     """Somewhere in 70-90 % of the lifetime (jittered so a fleet does not renew at once)."""
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
@@ -100,8 +115,12 @@ async def request_certificate(agent: Agent, poll: float = 0.5) -> tuple[bytes, b
     name = created["metadata"]["name"]
     log.info("requested a serving certificate: CertificateSigningRequest %s (pending until approved, e.g. "
              "`kubectl certificate approve %s`)", name, name)
-    delay = poll
+    delay, waited, warned = poll, 0.0, False
     while True:
+        if waited > 60 and not warned:
+            warned = True
+            log.warning("CertificateSigningRequest %s still pending after a minute: approve it with `kubectl "
+                        "certificate approve %s` (until then the agent serves its current certificate)", name, name)
         csr = await agent.client.get(CSRS, name)
         why = _refusal(csr)
         if why:
@@ -116,6 +135,7 @@ async def request_certificate(agent: Agent, poll: float = 0.5) -> tuple[bytes, b
                                         serialization.NoEncryption())
             return cert_pem, key_pem
         await asyncio.sleep(delay)
+        waited += delay
         delay = min(delay * 1.5, 10.0)
 
 
@@ -125,6 +145,10 @@ async def run(agent: Agent) -> None:
     path = current_path(agent.cfg.root_dir)
     while True:
         cert = await asyncio.to_thread(load_current, path)
+        if cert is not None and not names_match(cert, agent.cfg.node_name, [agent.node_ip]):
+            log.info("the serving certificate does not name %s / %s; requesting a new one", agent.cfg.node_name,
+                     agent.node_ip)
+            cert = None
         if cert is not None:
             wait = (renewal_time(cert) - dt.datetime.now(dt.UTC)).total_seconds()
             if wait > 0:

@@ -280,8 +280,8 @@ def dir_inodes(path: Path) -> int:
 
 
 def pod_processes(pod: dict[str, Any], cgroup_root: str, fs: str = qos.CGROUP_FS) -> int:
-    """Processes in the pod's cgroup: the pids controller's count (v1 or v2), or the tasks of
-    every cgroup below the pod's in the memory hierarchy when pids is not there."""
+    """Processes in the pod's cgroup: the pids controller's count (v1 or v2), or else the
+    processes of every cgroup below the pod's (the unified tree on v2, memory on v1)."""
     rel = qos.pod_cgroup_parent(pod, cgroup_root).strip("/")
     for base in (os.path.join(fs, "pids"), fs):
         try:
@@ -290,7 +290,8 @@ def pod_processes(pod: dict[str, Any], cgroup_root: str, fs: str = qos.CGROUP_FS
         except (OSError, ValueError):
             continue
     total = 0
-    for root, _dirs, files in os.walk(os.path.join(fs, "memory", rel)):
+    unified = os.path.exists(os.path.join(fs, "cgroup.controllers"))
+    for root, _dirs, files in os.walk(os.path.join(fs, rel) if unified else os.path.join(fs, "memory", rel)):
         if "cgroup.procs" in files:
             try:
                 with open(os.path.join(root, "cgroup.procs")) as f:
@@ -447,7 +448,8 @@ def _binary(n: int) -> str:
 
 def _has_storage_limits(pod: dict[str, Any]) -> bool:
     spec = pod.get("spec") or {}
-    return any((v.get("emptyDir") or {}).get("sizeLimit") for v in spec.get("volumes") or []) or any(
+    return any(parse_memory(str((v.get("emptyDir") or {}).get("sizeLimit") or 0)) > 0
+               for v in spec.get("volumes") or []) or any(
         ((c.get("resources") or {}).get("limits") or {}).get("ephemeral-storage") for c in spec.get("containers") or [])
 
 
@@ -458,7 +460,7 @@ def storage_limit_violation(pod: dict[str, Any], empty_dirs: dict[str, int], con
     spec = pod.get("spec") or {}
     for v in spec.get("volumes") or []:
         limit = (v.get("emptyDir") or {}).get("sizeLimit")
-        if limit and empty_dirs.get(v.get("name", ""), 0) > parse_memory(str(limit)):
+        if limit and parse_memory(str(limit)) > 0 and empty_dirs.get(v.get("name", ""), 0) > parse_memory(str(limit)):
             return f'Usage of EmptyDir volume "{v.get("name")}" exceeds the limit "{limit}". '
     limits = [(c.get("name", ""), ((c.get("resources") or {}).get("limits") or {}).get("ephemeral-storage"))
               for c in spec.get("containers") or []]
@@ -489,10 +491,12 @@ async def local_storage_eviction(agent: Agent) -> str | None:
     if not limited:
         return None
     uids = {w.uid for w in limited}
+    # running instances only, as the kubelet: a runtime may list stats of exited ones too
+    running = {c.id for uid in uids for c in agent.pleg.snapshot.containers.get(uid, []) if c.state == 1}
     layers: dict[tuple[str, str], int] = {}
     for st in await agent.cri.list_container_stats({L.MANAGED: "true"}):
         labels = st.attributes.labels
-        if labels.get(L.POD_UID) in uids and st.HasField("writable_layer"):
+        if labels.get(L.POD_UID) in uids and st.attributes.id in running and st.HasField("writable_layer"):
             key = (labels.get(L.POD_UID, ""), labels.get(L.CONTAINER_NAME, ""))
             layers[key] = layers.get(key, 0) + int(st.writable_layer.used_bytes.value)
 

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import ipaddress
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,15 @@ def serving_problems(csr: dict[str, Any], req: x509.CertificateSigningRequest) -
     return problems
 
 
-def approval_problems(csr: dict[str, Any], req: x509.CertificateSigningRequest, node: dict[str, Any] | None) -> list[str]:
-    """Why a kubelet-serving CSR is not safe to approve automatically (empty: approve)."""
+def approval_problems(csr: dict[str, Any], req: x509.CertificateSigningRequest, node: dict[str, Any] | None,
+                      others: Iterable[dict[str, Any]] = ()) -> list[str]:
+    """Why a kubelet-serving CSR is not safe to approve automatically (empty: approve).
+
+    A node writes its own status, so what it reports is only trusted as far as it cannot hurt
+    anyone else: the one DNS name allowed is the node's name, and IPs must be among its
+    InternalIP/ExternalIP addresses and not claimed by any other Node. (The certificate is
+    signed by the agents' serving CA, which only the API server's hop to agents trusts, so
+    it cannot pose as the API server whatever it names.)"""
     problems = serving_problems(csr, req)
     if problems:
         return problems
@@ -117,19 +126,21 @@ def approval_problems(csr: dict[str, Any], req: x509.CertificateSigningRequest, 
         return [f"requested by {spec.get('username')!r}, not by node {name!r} itself"]
     if node is None:
         return [f"node {name!r} is not registered"]
-    addresses = (node.get("status") or {}).get("addresses") or []
-    known_dns = {name} | {a.get("address", "") for a in addresses
-                          if a.get("type") in ("Hostname", "InternalDNS", "ExternalDNS")}
-    known_ips = set()
-    for a in addresses:
-        if a.get("type") in ("InternalIP", "ExternalIP"):
-            try:
-                known_ips.add(str(ipaddress.ip_address(a.get("address", ""))))
-            except ValueError:
-                pass
+    own_ips = _node_ips(node)
+    taken = {ip for o in others if o["metadata"]["name"] != name for ip in _node_ips(o)}
     dns, ips, _ = _names(req)
-    out = [f"DNS name {d!r} is not one of node {name}'s names" for d in dns if d not in known_dns]
-    out += [f"IP address {i} is not one of node {name}'s addresses" for i in ips if i not in known_ips]
+    out = [f"DNS name {d!r} is not node {name}'s name" for d in dns if d != name]
+    out += [f"IP address {i} is not one of node {name}'s addresses" for i in ips if i not in own_ips]
+    out += [f"IP address {i} is also claimed by another node" for i in ips if i in own_ips and i in taken]
+    return out
+
+
+def _node_ips(node: dict[str, Any]) -> set[str]:
+    out = set()
+    for a in (node.get("status") or {}).get("addresses") or []:
+        if a.get("type") in ("InternalIP", "ExternalIP"):
+            with contextlib.suppress(ValueError):
+                out.add(str(ipaddress.ip_address(a.get("address", ""))))
     return out
 
 
@@ -225,6 +236,8 @@ class CertificateController:
                 except ApiError as e:
                     if e.code != 409:  # a conflict means a newer version is on its way: handled then
                         log.warning("csr %s: %s", name, e)
+                except Exception:  # noqa: BLE001 - one bad request must not stop the others
+                    log.exception("csr %s: cannot be handled; left as it is", name)
         finally:
             for t in tasks:
                 t.cancel()
@@ -260,12 +273,14 @@ class CertificateController:
         name = csr["metadata"]["name"]
         try:
             req = parse_request(csr)
-        except ValueError:
-            return  # the API server validated it; nothing sensible to do with garbage
+            _names(req)
+        except Exception:  # noqa: BLE001 - the API server validated it; nothing sensible to do with garbage
+            log.warning("csr %s: unreadable request; left pending", name)
+            return
         if not conds & {"Approved", "Denied"} and self.auto_approve:
             cn = req.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             node = self.nodes.get(str(cn[0].value).removeprefix("system:node:")) if cn else None
-            problems = approval_problems(csr, req, node)
+            problems = approval_problems(csr, req, node, self.nodes.items())
             if problems:
                 log.info("csr %s left for manual approval: %s", name, "; ".join(problems))
                 return

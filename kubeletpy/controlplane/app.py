@@ -82,12 +82,14 @@ class ControlPlane:
         pki_dir = data / "pki"
         crt, key = pki.ensure_serving_cert(pki_dir, [host, *cfg.extra_sans])
         ca = pki.ca_pem(pki_dir)
+        pki.ensure_ca(pki_dir, pki.KUBELET_SERVING_CA, pki.KUBELET_SERVING_CA_NAME)
         tokens = TokenStore(data / "tokens.json")
         ensure_join_token(tokens, data)
         agent_token = ensure_kubelet_client_token(tokens, data)
         self.registry = Registry(self.storage)
         await self.registry.bootstrap()
-        server = APIServer(self.registry, tokens, ca, agent_token=agent_token)
+        server = APIServer(self.registry, tokens, ca, agent_token=agent_token,
+                           agent_ca_pem=ca + (pki_dir / f"{pki.KUBELET_SERVING_CA}.crt").read_bytes())
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2
         tls.load_cert_chain(str(crt), str(key))
@@ -114,9 +116,9 @@ class ControlPlane:
             from kubeletpy.controllers import run_in_control_plane
 
             opts = cfg.controllers
-            if not opts.cluster_signing_cert_file:  # the signer in this process uses the cluster CA
-                opts.cluster_signing_cert_file = str(pki_dir / "ca.crt")
-                opts.cluster_signing_key_file = str(pki_dir / "ca.key")
+            if not opts.cluster_signing_cert_file:  # the signer in this process: the agents' serving CA
+                opts.cluster_signing_cert_file = str(pki_dir / f"{pki.KUBELET_SERVING_CA}.crt")
+                opts.cluster_signing_key_file = str(pki_dir / f"{pki.KUBELET_SERVING_CA}.key")
             self._controllers = asyncio.create_task(run_in_control_plane(cfg.kubeconfig, cfg.controllers))
         print(f"kubeletpy control-plane: serving on {self.url} (data dir {data}, kubeconfig {cfg.kubeconfig})",
               file=sys.stderr, flush=True)

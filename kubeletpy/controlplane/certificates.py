@@ -129,9 +129,15 @@ class CertificateSigningRequestStrategy(Strategy):
             out.append(invalid("spec.request", "<bytes>", "PEM block type must be CERTIFICATE REQUEST"))
         else:
             try:
-                if not x509.load_pem_x509_csr(raw).is_signature_valid:
+                req = x509.load_pem_x509_csr(raw)
+                # parse all of it now, so no controller trips over it later (duplicate extensions,
+                # an unsupported key type)
+                list(req.extensions)
+                req.subject.rfc4514_string()
+                req.public_key()
+                if not req.is_signature_valid:
                     out.append(invalid("spec.request", "<bytes>", "x509: invalid signature"))
-            except ValueError as e:
+            except Exception as e:  # noqa: BLE001 - cryptography raises several kinds for malformed input
                 out.append(invalid("spec.request", "<bytes>", f"x509: {e}"))
         signer = spec.get("signerName")
         if not signer:

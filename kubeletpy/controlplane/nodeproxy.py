@@ -48,6 +48,7 @@ from cri.streaming.server import HijackedResponse
 
 from . import kinds
 from .errors import APIError, bad_request
+from .pki import KUBELET_SERVING_CA_NAME
 from .registry import Registry
 
 log = logging.getLogger("kubeletpy.controlplane.nodeproxy")
@@ -87,7 +88,7 @@ class NodeProxy:
     def __init__(self, registry: Registry, token: str, ca_pem: bytes) -> None:
         self.registry = registry
         self.token = token
-        self._verified: dict[tuple[str, int], tuple[ssl.SSLContext, float]] = {}
+        self._verified: dict[tuple[str, int, str], tuple[ssl.SSLContext, float]] = {}
         self._strict = ssl.create_default_context(cadata=ca_pem.decode())
         self._strict.set_alpn_protocols(["http/1.1"])
         self._insecure = ssl.create_default_context()
@@ -143,19 +144,28 @@ class NodeProxy:
 
     # ------------------------------------------------------------------ TLS to the agent
 
-    async def tls(self, host: str, port: int) -> ssl.SSLContext:
-        """The cluster-CA-verifying context if the agent's certificate passes it (once it has, for
-        good), else the non-verifying one (until the next check)."""
-        key = (host, port)
+    async def tls(self, host: str, port: int, node: str = "") -> ssl.SSLContext:
+        """The CA-verifying context if the agent's certificate passes it (once it has, for good),
+        else the non-verifying one (until the next check). A certificate from the agents' serving
+        CA must also name `node` (`CN=system:node:<node>`): one node's certificate, even for an
+        address it claimed, does not pass for another's agent."""
+        key = (host, port, node)
         known = self._verified.get(key)
         if known is not None and (known[0] is self._strict or time.monotonic() - known[1] < INSECURE_RECHECK):
             return known[0]
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, w = await asyncio.open_connection(host, port, ssl=self._strict)
+            peer = w.get_extra_info("peercert") or {}
             w.close()
             with contextlib.suppress(Exception):
                 await w.wait_closed()
+            issuer = dict(x[0] for x in peer.get("issuer", ()))
+            subject = dict(x[0] for x in peer.get("subject", ()))
+            if node and issuer.get("commonName") == KUBELET_SERVING_CA_NAME and \
+                    subject.get("commonName") != f"system:node:{node}":
+                raise APIError(502, "InternalError", f"the agent at {host}:{port} presents a certificate for "
+                                                     f"{subject.get('commonName')!r}, not for node {node!r}")
             ctx = self._strict
         except ssl.SSLCertVerificationError as e:
             if known is None:
@@ -185,7 +195,7 @@ class NodeProxy:
         url = f"{t.base}/containerLogs/{quote(ns)}/{quote(name)}/{quote(container)}"
         if params:
             url += "?" + urlencode(params)
-        ctx = await self.tls(t.host, t.port)
+        ctx = await self.tls(t.host, t.port, t.node)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=None)
         session = aiohttp.ClientSession(timeout=timeout)
         try:
@@ -230,7 +240,7 @@ class NodeProxy:
     async def _splice(self, request: web.Request, t: Target, path: str) -> web.StreamResponse:
         if request.headers.get("Upgrade", "") == "":
             raise bad_request("Upgrade request required")
-        ctx = await self.tls(t.host, t.port)
+        ctx = await self.tls(t.host, t.port, t.node)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 reader, writer = await asyncio.open_connection(t.host, t.port, ssl=ctx,

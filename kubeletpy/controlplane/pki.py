@@ -58,12 +58,21 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def ensure_ca(pki: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    crt, keyp = pki / "ca.crt", pki / "ca.key"
+KUBELET_SERVING_CA = "kubelet-serving-ca"
+KUBELET_SERVING_CA_NAME = "kubeletpy-kubelet-serving-ca"
+
+
+def ensure_ca(pki: Path, stem: str = "ca", common_name: str = "kubeletpy-ca") -> tuple[
+        x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The cluster CA (`ca`), or another self-signed CA kept beside it: `kubelet-serving-ca`
+    signs only agents' serving certificates, so a certificate a node obtains through a CSR is
+    trusted for reaching agents and nothing else (clients of the API server trust `ca` only)."""
+    crt, keyp = pki / f"{stem}.crt", pki / f"{stem}.key"
     if crt.exists() and keyp.exists():
         return x509.load_pem_x509_certificate(crt.read_bytes()), _load_key(keyp)
+    pki.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubeletpy-ca")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())

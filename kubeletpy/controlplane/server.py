@@ -139,11 +139,12 @@ def _partial(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class APIServer:
-    def __init__(self, registry: Registry, tokens: TokenStore, ca_pem: bytes, agent_token: str = "") -> None:
+    def __init__(self, registry: Registry, tokens: TokenStore, ca_pem: bytes, agent_token: str = "",
+                 agent_ca_pem: bytes = b"") -> None:
         self.registry = registry
         self.tokens = tokens
         self.ca_pem = ca_pem
-        self.node_proxy = NodeProxy(registry, agent_token, ca_pem)
+        self.node_proxy = NodeProxy(registry, agent_token, agent_ca_pem or ca_pem)
         self._build_discovery()
         self._build_openapi()
 

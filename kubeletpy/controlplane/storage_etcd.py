@@ -35,7 +35,9 @@ inherits the proposal. Its retry then finds its own effect: the key exists, or h
 The retry's failure branch reads the key back; if the stored bytes are the ones this write
 put there, at a revision newer than anything seen before the first attempt, the write
 succeeded and is reported so (API objects carry a uid and timestamps, so equal bytes mean
-this write). A delete looks for its own DELETE in the pump's recent events instead.
+this write); a create whose object has changed since is compared as of its create revision.
+A delete looks for its own DELETE in etcd's history of the key (a one-off watch), of the
+version it was conditioned on.
 """
 
 from __future__ import annotations
@@ -311,10 +313,24 @@ class EtcdStorage(Storage):
             [{"request_put": {"key": k, "value": _b64(value)}}], [{"request_range": {"key": k}}])
         if not data.get("succeeded"):
             kv = self._current_kv(data)
-            if kv and int(kv.get("create_revision") or 0) > before and self._own_put(data, ambiguous, value, before):
-                return int(kv["mod_revision"])
+            created = int((kv or {}).get("create_revision") or 0)
+            if ambiguous and created > before:
+                if self._own_put(data, ambiguous, value, before):
+                    return int(kv["mod_revision"])  # type: ignore[index]
+                # changed since (bound, status written): compare the version our create would have made
+                if await self._value_at(k, created) == value:
+                    return created
             raise KeyExistsError(key)
         return int(data["header"]["revision"])
+
+    async def _value_at(self, k: str, revision: int) -> bytes | None:
+        """The key's value as of `revision` (None if compacted away or absent)."""
+        try:
+            data = await self._call("/v3/kv/range", {"key": k, "revision": str(revision)})
+        except StorageError:
+            return None
+        kvs = data.get("kvs") or []
+        return _unb64(kvs[0].get("value")) if kvs else None
 
     def _guard(self, k: str, expected: int) -> dict[str, Any]:
         if expected:
@@ -349,7 +365,7 @@ class EtcdStorage(Storage):
         if not data.get("succeeded"):
             if ambiguous and not self._current_kv(data):
                 now = int((data.get("header") or {}).get("revision") or 0)
-                own = await self._own_delete(key, before, now)
+                own = await self._own_delete(key, before, now, expected_revision)
                 if own is not None:
                     return own
             raise self._failed(key, expected_revision, data)
@@ -358,9 +374,10 @@ class EtcdStorage(Storage):
         return KeyValue(key, _unb64(prev.get("value")), int(prev.get("create_revision") or 0),
                         int(data["header"]["revision"]))
 
-    async def _own_delete(self, key: str, after: int, now: int) -> KeyValue | None:
+    async def _own_delete(self, key: str, after: int, now: int, expected: int = 0) -> KeyValue | None:
         """A delete whose answer was lost: etcd's history of the key since the first attempt
-        holds its DELETE (with the value it removed)."""
+        holds its DELETE (with the value it removed) -- of the version it was conditioned on,
+        if it was: a later version deleted by someone else is not ours."""
         async def first_delete() -> KeyValue | None:
             then = await self._call("/v3/kv/range", {"key": _key(key), "revision": str(after), "count_only": True})
             if not int(then.get("count") or 0):
@@ -373,6 +390,8 @@ class EtcdStorage(Storage):
                     if ev.revision > now:
                         return None
                     if ev.type == "DELETE" and ev.prev_value is not None:
+                        if expected and int((e.get("prev_kv") or {}).get("mod_revision") or 0) != expected:
+                            return None
                         return KeyValue(key, ev.prev_value, ev.create_revision, ev.revision)
             return None
 

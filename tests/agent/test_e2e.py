@@ -116,13 +116,14 @@ def test_node_registered_with_measured_status(cluster: Cluster) -> None:
 
 
 def test_agent_serves_a_certificate_issued_by_the_cluster(cluster: Cluster) -> None:
-    """The agent asked for its serving certificate with a CSR, the control plane approved and
-    signed it, and :10250 now passes verification against the cluster CA for the node's address
-    -- so the API server's hop to it (logs, exec) is verified too."""
-    ca = cluster.base / "cluster-ca.crt"
+    """The agent asked for its serving certificate with a CSR, the control plane approved it and
+    signed it with the agents' serving CA, and :10250 now passes verification against that CA
+    for the node's address -- so the API server's hop to it (logs, exec) is verified too. API
+    clients trust only the cluster CA, so that certificate could not pose as the API server."""
     cfg = yaml.safe_load(cluster.kubeconfig.read_text())
-    ca.write_bytes(base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]))
-    strict = ssl.create_default_context(cafile=str(ca))
+    cluster_ca = ssl.create_default_context(cadata=base64.b64decode(
+        cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode())
+    strict = ssl.create_default_context(cafile=str(cluster.base / "cp" / "pki" / "kubelet-serving-ca.crt"))
 
     def verified() -> bool:
         try:
@@ -134,6 +135,9 @@ def test_agent_serves_a_certificate_issued_by_the_cluster(cluster: Cluster) -> N
         return dict(x[0] for x in cert["subject"])["commonName"] == f"system:node:{cluster.node}"
 
     wait_for(verified, 30, "the agent serving a cluster-signed certificate")
+    with pytest.raises(ssl.SSLCertVerificationError), socket.create_connection(
+            ("127.0.0.1", cluster.agent_port), timeout=2) as raw:
+        cluster_ca.wrap_socket(raw, server_hostname="127.0.0.1")
     csrs = cluster.kubectl("get", "csr", "-o", "json").stdout
     mine = [c for c in json.loads(csrs)["items"] if c["spec"]["username"] == f"system:node:{cluster.node}"]
     assert mine and mine[-1]["spec"]["signerName"] == "kubernetes.io/kubelet-serving"

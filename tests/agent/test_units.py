@@ -687,6 +687,14 @@ def test_pod_process_count_from_the_pod_cgroup(tmp_path: Path) -> None:
         d.mkdir(parents=True)
         (d / "cgroup.procs").write_text(pids)
     assert ev.pod_processes(pod, "kubepods", fs=str(fake)) == 3
+    # a v2 tree without the pids controller delegated: the unified tree's cgroup.procs
+    v2 = tmp_path / "v2"
+    for sub, pids in (("podu1", ""), ("podu1/ctr", "7\n8\n9\n")):
+        d = v2 / "kubepods" / "besteffort" / sub
+        d.mkdir(parents=True)
+        (d / "cgroup.procs").write_text(pids)
+    (v2 / "cgroup.controllers").write_text("cpu memory\n")
+    assert ev.pod_processes(pod, "kubepods", fs=str(v2)) == 3
     assert ev.pod_processes({"metadata": {"uid": "gone"}, "spec": {}}, "kubepods", fs=str(fake)) == 0
 
 
@@ -714,3 +722,6 @@ def test_ephemeral_storage_limits_in_the_kubelets_order_and_words() -> None:
     assert ev.storage_limit_violation(single, {}, {"c": 5 * 10**6}) == \
         "Pod ephemeral local storage usage exceeds the total limit of containers 4M. "
     assert ev.storage_limit_violation(pod([], ("c", None)), {}, {"c": 10**9}) is None
+    # sizeLimit 0 is no limit (the kubelet enforces only positive ones)
+    zero = pod([{"name": "z", "emptyDir": {"sizeLimit": "0"}}], ("c", None))
+    assert not ev._has_storage_limits(zero) and ev.storage_limit_violation(zero, {"z": Mi}, {"c": 0}) is None

@@ -75,7 +75,20 @@ def test_requests_outside_the_kubelet_serving_rules() -> None:
     pem = custom_csr([nodes_o, cn], [*dns, x509.DNSName("kubernetes.default")])
     obj = csr_obj(pem)
     assert certs.approval_problems(obj, certs.parse_request(obj), node()) == [
-        "DNS name 'kubernetes.default' is not one of node n1's names"]
+        "DNS name 'kubernetes.default' is not node n1's name"]
+    # names a node reports in its own status are not enough: only its node name
+    spoof = node()
+    spoof["status"]["addresses"] += [{"type": "InternalDNS", "address": "kubernetes.default"},
+                                     {"type": "Hostname", "address": "localhost"}]
+    pem = custom_csr([nodes_o, cn], [*dns, x509.DNSName("localhost")])
+    obj = csr_obj(pem)
+    assert certs.approval_problems(obj, certs.parse_request(obj), spoof) == ["DNS name 'localhost' is not node n1's name"]
+    # an address another node reports is not approved for this one
+    _key, pem = agentcert.make_request("n1", ["10.0.0.5"])
+    obj = csr_obj(pem)
+    assert certs.approval_problems(obj, certs.parse_request(obj), node(), [node(), node("n2", "10.0.0.5")]) == [
+        "IP address 10.0.0.5 is also claimed by another node"]
+    assert certs.approval_problems(obj, certs.parse_request(obj), node(), [node(), node("n2", "10.0.0.6")]) == []
 
 
 def test_signed_certificate_chains_to_the_cluster_ca(tmp_path: Any) -> None:
@@ -100,6 +113,8 @@ def test_signed_certificate_chains_to_the_cluster_ca(tmp_path: Any) -> None:
     capped = certs.Signer(ca_cert, ca_key, max_duration=600)
     c2 = x509.load_pem_x509_certificate(capped.sign(obj, certs.parse_request(obj), now))
     assert c2.not_valid_after_utc - now < dt.timedelta(seconds=601)
+    assert agentcert.names_match(cert, "n1", ["10.0.0.5"])
+    assert not agentcert.names_match(cert, "n2", ["10.0.0.5"]) and not agentcert.names_match(cert, "n1", ["10.0.0.6"])
     # renewal falls in 70-90 % of the lifetime
     start, life = cert.not_valid_before_utc, cert.not_valid_after_utc - cert.not_valid_before_utc
     for _ in range(20):

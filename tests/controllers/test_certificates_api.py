@@ -67,7 +67,8 @@ def test_node_serving_certificates_are_approved_signed_or_left_for_kubectl(cp: C
     assert node.put(cp.url + f"{CSRS}/{pending}/approval", json=approve).status_code == 403
     assert node.put(cp.url + f"{CSRS}/{pending}/status", json=approve).status_code == 403
 
-    signer = Signer.from_files(cp.data / "pki" / "ca.crt", cp.data / "pki" / "ca.key")
+    # as in `kubeletpy control-plane`: signed by the agents' serving CA, not the cluster CA
+    signer = Signer.from_files(cp.data / "pki" / "kubelet-serving-ca.crt", cp.data / "pki" / "kubelet-serving-ca.key")
     ctl = CertificateController(loop.client(cp), signer)
     loop.spawn(ctl.run())
 
@@ -78,7 +79,8 @@ def test_node_serving_certificates_are_approved_signed_or_left_for_kubectl(cp: C
     done = wait_for("the node's CSR approved and signed", lambda: issued(good["metadata"]["name"]), 20)
     assert [(c["type"], c["reason"]) for c in done["status"]["conditions"]] == [("Approved", "AutoApproved")]
     cert = x509.load_pem_x509_certificate(base64.b64decode(done["status"]["certificate"]))
-    cert.verify_directly_issued_by(x509.load_pem_x509_certificate((cp.data / "pki" / "ca.crt").read_bytes()))
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(
+        (cp.data / "pki" / "kubelet-serving-ca.crt").read_bytes()))
     assert cert.subject.rfc4514_string() == "CN=system:node:n1,O=system:nodes"
 
     out = kubectl(cp, "get", "csr", pending)

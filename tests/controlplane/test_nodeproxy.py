@@ -38,6 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from cri.streaming import serve_exec, serve_portforward
 from cri.streaming.local import ProcessExecBackend, TcpPortForwardBackend
+from kubeletpy.controlplane.errors import APIError
 
 from .conftest import ControlPlane
 
@@ -308,7 +309,7 @@ def test_kubectl_exec_spdy_fallback_and_attach(cp: ControlPlane, api: requests.S
     assert (r.stdout, r.returncode) == ("spdy\n", 0), r.stderr
     for version in (27, 33):
         r = cp.kubectl("attach", "-i", "web", "-n", ns, input="typed\n", version=version)
-        assert r.stdout == "attached\ntyped\n" and r.returncode == 3, r.stderr
+        assert r.stdout == "attached\ntyped\n" and r.returncode == 0, r.stderr  # attach ends in Success, as from a kubelet
 
 
 def test_exec_multi_container_needs_choice(cp: ControlPlane, api: requests.Session, agent: FakeAgent,
@@ -415,6 +416,17 @@ def test_agent_tls_is_verified_when_signed_by_the_cluster_ca(cp: ControlPlane, t
     signed[1].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                             serialization.NoEncryption()))
     own = _self_signed(tmp_path)
+    # what the certificate controller issues to node n1 (agents' serving CA, CN=system:node:n1)
+    from kubeletpy.agent import certificate as agentcert
+    from kubeletpy.controllers.certificates import Signer
+
+    n1_key, csr_pem = agentcert.make_request("n1", ["127.0.0.1"])
+    signer = Signer(*pki.ensure_ca(cp.data / "pki", pki.KUBELET_SERVING_CA, pki.KUBELET_SERVING_CA_NAME))
+    req = x509.load_pem_x509_csr(csr_pem)
+    node_cert = tmp_path / "n1.crt", tmp_path / "n1.key"
+    node_cert[0].write_bytes(signer.sign({"spec": {"usages": ["digital signature", "server auth"]}}, req))
+    node_cert[1].write_bytes(n1_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
 
     async def main() -> None:
         async def hang_up(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -422,16 +434,21 @@ def test_agent_tls_is_verified_when_signed_by_the_cluster_ca(cp: ControlPlane, t
 
         ports = []
         servers = []
-        for crt, kp in (signed, own):
+        for crt, kp in (signed, own, node_cert):
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(str(crt), str(kp))
             srv = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=ctx)
             servers.append(srv)
             ports.append(srv.sockets[0].getsockname()[1])
-        proxy = NodeProxy(None, "t", (cp.data / "pki" / "ca.crt").read_bytes())  # type: ignore[arg-type]
+        agents_ca = (cp.data / "pki" / "ca.crt").read_bytes() + (cp.data / "pki" / "kubelet-serving-ca.crt").read_bytes()
+        proxy = NodeProxy(None, "t", agents_ca)  # type: ignore[arg-type]
         try:
             assert await proxy.tls("127.0.0.1", ports[0]) is proxy._strict
             assert await proxy.tls("127.0.0.1", ports[1]) is proxy._insecure
+            # a certificate from the agents' serving CA passes only for the node it names
+            assert await proxy.tls("127.0.0.1", ports[2], "n1") is proxy._strict
+            with pytest.raises(APIError, match="presents a certificate for 'system:node:n1', not for node 'n2'"):
+                await proxy.tls("127.0.0.1", ports[2], "n2")
         finally:
             for srv in servers:
                 srv.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -253,6 +254,7 @@ class _LosingProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.forwarded = 0
+        self.then_put: tuple[str, bytes] | None = None  # another writer's change before the retry
         self.url = ""
         self._server: asyncio.AbstractServer | None = None
 
@@ -268,8 +270,15 @@ class _LosingProxy:
             length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                            if line.lower().startswith(b"content-length:")), 0)
             body = await reader.readexactly(length)
-            async with aiohttp.ClientSession() as s, s.post(self.upstream + path, data=body) as r:
-                await r.read()
+            async with aiohttp.ClientSession() as s:
+                async with s.post(self.upstream + path, data=body) as r:
+                    await r.read()
+                if self.then_put is not None:
+                    k, v = self.then_put
+                    async with s.post(self.upstream + "/v3/kv/put", json={
+                            "key": base64.b64encode(k.encode()).decode(), "value": base64.b64encode(v).decode()}) as r:
+                        await r.read()
+                    self.then_put = None
             self.forwarded += 1
         finally:
             writer.transport.abort()
@@ -314,6 +323,19 @@ def test_writes_whose_answer_was_lost_are_recognised_on_retry(etcd: EtcdCluster)
             st._current = 0
             with pytest.raises(KeyNotFoundError):
                 await st.delete(p + "never")
+            # the created object changed before the retry (a scheduler bound it): still ours
+            proxy.then_put = (p + "z", b"bound")
+            st._current = 0
+            rz = await st.create(p + "z", b"created")
+            kv = await st.get(p + "z")
+            assert kv is not None and kv.value == b"bound" and kv.create_revision == rz
+            # a lost delete conditioned on a version someone else replaced is not reported as ours
+            rw = await st.create(p + "w", b"1")
+            proxy.then_put = None
+            await st.update(p + "w", b"2", rw)
+            st._current = 0
+            with pytest.raises(ConflictError):
+                await st.delete(p + "w", rw)
         finally:
             await st.close()
             await proxy.close()
