@@ -1,4 +1,4 @@
-"""The agent's serving certificate, from the cluster CA (the kubelet's `serverTLSBootstrap`
+"""The agent's serving certificate, from the cluster (the kubelet's `serverTLSBootstrap`
 and `--rotate-server-certificates`).
 
 Why: the API server reaches the agent's :10250 for logs, exec and port-forward. A

@@ -10,10 +10,11 @@ onto them one to one):
     GET|POST /attach/<ns>/<pod>/<container>?stdin&stdout&stderr&tty
     GET|POST /portForward/<ns>/<pod>?port=..        (`ports=` accepted too)
 
-Authentication: `Authorization: Bearer <token>`. A token is accepted when it is listed in
---authorized-tokens-file, or when the API server, asked with that token, lets it list
-Secrets in kube-system -- i.e. the admin credential (the answer is cached for a minute).
-The API server's proxy should therefore call the agent with the admin token.
+Authentication: the API server presents its kubelet client certificate (from the cluster CA,
+CN kube-apiserver-kubelet-client, O system:masters), verified by TLS against the CA the agent
+trusts for the API server. Anyone else sends `Authorization: Bearer <token>`, accepted when it
+is listed in --authorized-tokens-file, or when the API server, asked with that token, lets it
+list Secrets in kube-system -- i.e. the admin credential (the answer is cached for a minute).
 
 Exec/attach/port-forward: the agent asks the runtime (CRI Exec/Attach/PortForward) for a
 one-time streaming URL and splices the client's upgraded connection to it byte for byte --
@@ -47,6 +48,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kubeletpy.agent.server")
 AUTH_TTL = 60.0
+
+
+# x509 identities the agent serves without asking the API server: the API server's own
+# (CN kube-apiserver-kubelet-client, O system:masters, as kubeadm issues it)
+TRUSTED_CLIENTS = {("kube-apiserver-kubelet-client", "system:masters")}
+
+
+def _client_cert_user(request: web.Request) -> tuple[str, str] | None:
+    """(CN, first O) of a client certificate the TLS layer verified against the cluster CA."""
+    transport = request.transport
+    peer = transport.get_extra_info("peercert") if transport is not None else None
+    if not peer:
+        return None
+    subject = [x[0] for x in peer.get("subject", ())]
+    cn = next((v for k, v in subject if k == "commonName"), "")
+    orgs = [v for k, v in subject if k == "organizationName"]
+    return (cn, "system:masters") if "system:masters" in orgs else (cn, orgs[0] if orgs else "")
 
 
 def ensure_cert(pki: Path, node: str, ips: list[str]) -> tuple[Path, Path]:
@@ -220,6 +238,10 @@ class AgentServer:
         tls = self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(str(crt), str(key))
         tls.set_alpn_protocols(["http/1.1"])
+        ca = self.agent.client.config.ca_pem
+        if ca:  # x509 client auth (the API server's kubelet client certificate); tokens still work
+            tls.verify_mode = ssl.CERT_OPTIONAL
+            tls.load_verify_locations(cadata=ca.decode())
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/pods", self._pods)
@@ -274,6 +296,8 @@ class AgentServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path == "/healthz":
+            return await handler(request)
+        if _client_cert_user(request) in TRUSTED_CLIENTS:
             return await handler(request)
         authz = request.headers.get("Authorization", "")
         token = authz[7:].strip() if authz.lower().startswith("bearer ") else ""

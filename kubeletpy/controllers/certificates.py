@@ -2,7 +2,7 @@
 
 Why: a node agent serves HTTPS on :10250 (logs, exec, port-forward). With a self-signed
 certificate the API server cannot tell the real agent from an impostor on the node's
-address; with a certificate signed by the cluster CA it can, and does (nodeproxy.py). The
+address; with a certificate signed by a CA it trusts it can, and does (nodeproxy.py). The
 agent gets one the way the kubelet does with `serverTLSBootstrap`: it posts a
 `certificates.k8s.io/v1` CertificateSigningRequest for signer `kubernetes.io/kubelet-serving`,
 someone approves it, and the signer issues the certificate into `status.certificate`.
@@ -10,14 +10,16 @@ someone approves it, and the signer issues the certificate into `status.certific
 * **Approver** (like the community kubelet-csr-approver; kube-controller-manager leaves
   serving CSRs to a human): a kubelet-serving CSR is approved when it was requested by the
   node it names (`system:node:<name>` in group `system:nodes`), asks only for the usages
-  that signer allows, and its subject alternative names are that node's name and the
-  addresses it reports in `status.addresses` -- nothing a node could use to impersonate
-  another host. Anything else stays pending for `kubectl certificate approve|deny`.
+  that signer allows, and its subject alternative names are that node's name and
+  InternalIP/ExternalIP addresses it reports that no other Node claims. Anything else stays
+  pending for `kubectl certificate approve|deny`.
 * **Signer**: every approved, not denied, not yet issued CSR for a signer it knows
   (`kubernetes.io/kubelet-serving`) is checked against that signer's rules (subject
   `O=system:nodes`, `CN=system:node:...`, usages within digital signature / key
-  encipherment / server auth, only DNS and IP SANs) and signed with the cluster CA for
-  `spec.expirationSeconds` (at most `--cluster-signing-duration`, one year by default); a
+  encipherment / server auth, only DNS and IP SANs) and signed with the configured CA (in
+  `kubeletpy control-plane`: the agents' serving CA, which nothing but the API server's hop
+  to agents trusts) for `spec.expirationSeconds` (at most `--cluster-signing-duration`, one
+  year by default); a
   CSR that breaks the rules gets a `Failed` condition with reason `SignerValidationFailure`.
 * **Cleaner** (kube-controller-manager's csrcleaner): decided CSRs are deleted an hour after
   the decision, pending ones after a day, so a fleet renewing certificates leaves no pile.

@@ -25,7 +25,14 @@ from aiohttp import web
 from kubeletpy.paths import ETC_ROOT, STATE_ROOT
 
 from . import kubeconfig, pki
-from .auth import ADMIN, ADMIN_USER, TokenStore, ensure_join_token, ensure_kubelet_client_token
+from .auth import (
+    ADMIN,
+    ADMIN_USER,
+    KUBELET_CLIENT_USER,
+    TokenStore,
+    ensure_join_token,
+    retire_kubelet_client_token,
+)
 from .registry import Registry
 from .server import APIServer
 from .storage import Storage, open_datastore
@@ -85,10 +92,12 @@ class ControlPlane:
         pki.ensure_ca(pki_dir, pki.KUBELET_SERVING_CA, pki.KUBELET_SERVING_CA_NAME)
         tokens = TokenStore(data / "tokens.json")
         ensure_join_token(tokens, data)
-        agent_token = ensure_kubelet_client_token(tokens, data)
+        agent_client = pki.ensure_client_cert(pki_dir, "apiserver-kubelet-client", KUBELET_CLIENT_USER,
+                                              ["system:masters"])
+        retire_kubelet_client_token(tokens, data)
         self.registry = Registry(self.storage)
         await self.registry.bootstrap()
-        server = APIServer(self.registry, tokens, ca, agent_token=agent_token,
+        server = APIServer(self.registry, tokens, ca, agent_client=agent_client,
                            agent_ca_pem=ca + (pki_dir / f"{pki.KUBELET_SERVING_CA}.crt").read_bytes())
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -55,7 +55,6 @@ class User:
 
 
 ADMIN = User(ADMIN_USER, ("system:masters", "system:authenticated"))
-KUBELET_CLIENT = User(KUBELET_CLIENT_USER, ("system:masters", "system:authenticated"))
 JOIN = User(JOIN_USER, ("system:bootstrappers", "system:authenticated"))
 
 
@@ -108,22 +107,13 @@ def ensure_join_token(store: TokenStore, data_dir: Path) -> None:
     atomic_write_bytes(path, (store.mint(JOIN) + "\n").encode(), mode=0o600)
 
 
-def ensure_kubelet_client_token(store: TokenStore, data_dir: Path) -> str:
-    """The API server's own credential for calling node agents (logs, exec, attach, port-forward):
-    user `kube-apiserver-kubelet-client` in `system:masters`, as kubeadm makes the real API
-    server's kubelet client certificate. Kept in `<data-dir>/kubelet-client-token` (0600) and
-    reused across restarts while it is still valid; an agent accepts it because this server
-    lets it list Secrets in kube-system, or because it is in the agent's authorized-tokens file."""
-    path = data_dir / "kubelet-client-token"
-    with contextlib.suppress(OSError):
-        token = path.read_text().strip()
-        user = store.authenticate(token) if token else None
-        if user is not None and user.name == KUBELET_CLIENT_USER:
-            return token
+def retire_kubelet_client_token(store: TokenStore, data_dir: Path) -> None:
+    """Earlier versions called agents with a system:masters bearer token, which any agent that
+    received it could replay against this server. The API server now authenticates to agents
+    with a client certificate (pki.ensure_client_cert); the old token is revoked and removed."""
     store.revoke_user(KUBELET_CLIENT_USER)
-    token = store.mint(KUBELET_CLIENT)
-    atomic_write_bytes(path, (token + "\n").encode(), mode=0o600)
-    return token
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / "kubelet-client-token").unlink()
 
 
 # -- authorization

@@ -1,5 +1,5 @@
 """`certificates.k8s.io/v1` CertificateSigningRequest: the kind a node uses to get its
-serving certificate from the cluster CA (kubeletpy/agent/certificate.py asks,
+serving certificate from the cluster (kubeletpy/agent/certificate.py asks,
 kubeletpy/controllers/certificates.py approves and signs, `kubectl certificate approve|deny`
 decides by hand).
 

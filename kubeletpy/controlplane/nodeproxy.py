@@ -17,11 +17,10 @@ websocket, port-forward over SPDY or SPDY-in-websocket) passes through unchanged
 agent's own refusal (a non-101) reaches the client as a Status, which is what makes kubectl
 fall back from websocket to SPDY.
 
-Authentication to the agent: a bearer token minted for `kube-apiserver-kubelet-client`
-(group `system:masters`, the identity kubeadm gives the real API server's kubelet client
-certificate) and kept in `<data-dir>/kubelet-client-token` (0600). The agent accepts it
-because the API server says that identity may list Secrets in kube-system; an agent can
-also list it in its --authorized-tokens-file to skip that check.
+Authentication to the agent: a client certificate from the cluster CA for
+`kube-apiserver-kubelet-client` (group `system:masters`), the identity kubeadm gives the real
+API server's kubelet client certificate (`<data-dir>/pki/apiserver-kubelet-client.{crt,key}`).
+Unlike a bearer token, nothing the agent receives lets it act as the API server.
 
 TLS to the agent: the hop is verified against the cluster CA when the agent's certificate
 is signed by it (an agent gets one through a CertificateSigningRequest, see
@@ -38,6 +37,7 @@ import json
 import logging
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -85,9 +85,8 @@ class Target:
 
 
 class NodeProxy:
-    def __init__(self, registry: Registry, token: str, ca_pem: bytes) -> None:
+    def __init__(self, registry: Registry, client_cert: tuple[Path, Path] | None, ca_pem: bytes) -> None:
         self.registry = registry
-        self.token = token
         self._verified: dict[tuple[str, int, str], tuple[ssl.SSLContext, float]] = {}
         self._strict = ssl.create_default_context(cadata=ca_pem.decode())
         self._strict.set_alpn_protocols(["http/1.1"])
@@ -95,6 +94,9 @@ class NodeProxy:
         self._insecure.check_hostname = False
         self._insecure.verify_mode = ssl.CERT_NONE
         self._insecure.set_alpn_protocols(["http/1.1"])
+        if client_cert is not None:
+            for ctx in (self._strict, self._insecure):
+                ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
 
     # ------------------------------------------------------------------ lookup
 
@@ -200,7 +202,7 @@ class NodeProxy:
         session = aiohttp.ClientSession(timeout=timeout)
         try:
             try:
-                upstream = await session.get(url, ssl=ctx, headers={"Authorization": f"Bearer {self.token}"})
+                upstream = await session.get(url, ssl=ctx)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 raise backend_error(t.node, t.base, e) from None
             async with upstream:
@@ -248,8 +250,7 @@ class NodeProxy:
         except (OSError, TimeoutError) as e:
             raise backend_error(t.node, t.base, e) from None
         try:
-            head = [f"{request.method} {path} HTTP/1.1", f"Host: {t.host}:{t.port}",
-                    f"Authorization: Bearer {self.token}", "Content-Length: 0"]
+            head = [f"{request.method} {path} HTTP/1.1", f"Host: {t.host}:{t.port}", "Content-Length: 0"]
             for k, val in request.headers.items():
                 if k.lower() in _UPGRADE_HEADERS:
                     head.append(f"{k}: {val}")

@@ -143,6 +143,34 @@ def ensure_serving_cert(pki: Path, extra_hosts: list[str]) -> tuple[Path, Path]:
     return crt, keyp
 
 
+def ensure_client_cert(pki: Path, stem: str, common_name: str, organizations: list[str]) -> tuple[Path, Path]:
+    """A client certificate from the cluster CA (CN = user, O = groups, as x509 client auth maps
+    them); reissued when it is near expiry or the CA changed. The API server presents
+    `apiserver-kubelet-client` (kube-apiserver-kubelet-client / system:masters, kubeadm's
+    identity) to agents: unlike a bearer token, nothing an agent receives lets it act as it."""
+    ca_cert, ca_key = ensure_ca(pki)
+    crt, keyp = pki / f"{stem}.crt", pki / f"{stem}.key"
+    if crt.exists() and keyp.exists():
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        if cert.issuer == ca_cert.subject and cert.not_valid_after_utc - _now() > datetime.timedelta(days=30):
+            return crt, keyp
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name(subject)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    _write_key(keyp, key)
+    atomic_write_bytes(crt, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return crt, keyp
+
+
 def ca_pem(pki: Path) -> bytes:
     return (pki / "ca.crt").read_bytes()
 

@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -139,12 +140,12 @@ def _partial(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class APIServer:
-    def __init__(self, registry: Registry, tokens: TokenStore, ca_pem: bytes, agent_token: str = "",
-                 agent_ca_pem: bytes = b"") -> None:
+    def __init__(self, registry: Registry, tokens: TokenStore, ca_pem: bytes,
+                 agent_client: tuple[Path, Path] | None = None, agent_ca_pem: bytes = b"") -> None:
         self.registry = registry
         self.tokens = tokens
         self.ca_pem = ca_pem
-        self.node_proxy = NodeProxy(registry, agent_token, agent_ca_pem or ca_pem)
+        self.node_proxy = NodeProxy(registry, agent_client, agent_ca_pem or ca_pem)
         self._build_discovery()
         self._build_openapi()
 

@@ -50,7 +50,6 @@ LINES = 5
 class FakeAgent:
     port: int
     loop: asyncio.AbstractEventLoop
-    token: str
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path_qs, upgrade
     forward_to: dict[int, int] = field(default_factory=dict)
 
@@ -81,7 +80,10 @@ def _agent_app(agent: FakeAgent) -> web.Application:
     @web.middleware
     async def authn(request: web.Request, handler: Any) -> web.StreamResponse:
         agent.requests.append((request.method, request.path_qs, request.headers.get("Upgrade", "")))
-        if request.headers.get("Authorization") != f"Bearer {agent.token}":
+        # the API server authenticates with its kubelet client certificate, never a token
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        subject = dict(x[0] for x in (peer or {}).get("subject", ()))
+        if subject.get("commonName") != "kube-apiserver-kubelet-client" or "Authorization" in request.headers:
             return web.Response(status=401, text="Unauthorized")
         return await handler(request)
 
@@ -133,14 +135,15 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 @pytest.fixture(scope="module")
 def agent(cp: ControlPlane, api: requests.Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAgent]:
     tmp = tmp_path_factory.mktemp("agent")
-    token = (cp.data / "kubelet-client-token").read_text().strip()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     crt, key = _self_signed(tmp)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(crt, key)
-    fa = FakeAgent(0, loop, token)
+    tls.verify_mode = ssl.CERT_REQUIRED  # as an agent that knows the cluster CA
+    tls.load_verify_locations(cafile=str(cp.data / "pki" / "ca.crt"))
+    fa = FakeAgent(0, loop)
 
     async def start() -> tuple[web.AppRunner, int, int]:
         runner = web.AppRunner(_agent_app(fa))
@@ -441,7 +444,7 @@ def test_agent_tls_is_verified_when_signed_by_the_cluster_ca(cp: ControlPlane, t
             servers.append(srv)
             ports.append(srv.sockets[0].getsockname()[1])
         agents_ca = (cp.data / "pki" / "ca.crt").read_bytes() + (cp.data / "pki" / "kubelet-serving-ca.crt").read_bytes()
-        proxy = NodeProxy(None, "t", agents_ca)  # type: ignore[arg-type]
+        proxy = NodeProxy(None, None, agents_ca)  # type: ignore[arg-type]
         try:
             assert await proxy.tls("127.0.0.1", ports[0]) is proxy._strict
             assert await proxy.tls("127.0.0.1", ports[1]) is proxy._insecure
@@ -456,13 +459,16 @@ def test_agent_tls_is_verified_when_signed_by_the_cluster_ca(cp: ControlPlane, t
     asyncio.run(main())
 
 
-def test_kubelet_client_token(cp: ControlPlane, api: requests.Session) -> None:
-    path = cp.data / "kubelet-client-token"
-    assert path.stat().st_mode & 0o777 == 0o600
-    token = path.read_text().strip()
-    r = cp.session(token=token).get(f"{cp.url}/api/v1/namespaces/kube-system/secrets?limit=1")
-    assert r.status_code == 200  # what the agent asks before it accepts a token
+def test_kubelet_client_certificate(cp: ControlPlane, api: requests.Session) -> None:
+    """The API server's identity towards agents is a client certificate from the cluster CA
+    (kubeadm's kube-apiserver-kubelet-client in system:masters), not a replayable token."""
+    pki_dir = cp.data / "pki"
+    crt = x509.load_pem_x509_certificate((pki_dir / "apiserver-kubelet-client.crt").read_bytes())
+    crt.verify_directly_issued_by(x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes()))
+    assert crt.subject.rfc4514_string() == "CN=kube-apiserver-kubelet-client,O=system:masters"
+    eku = crt.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert (pki_dir / "apiserver-kubelet-client.key").stat().st_mode & 0o777 == 0o600
+    assert not (cp.data / "kubelet-client-token").exists()
     tokens = json.loads((cp.data / "tokens.json").read_text())["tokens"]
-    assert [t["groups"] for t in tokens if t["user"] == "kube-apiserver-kubelet-client"] == [
-        ["system:masters", "system:authenticated"]]
-    assert token not in (cp.data / "tokens.json").read_text()  # hashes only
+    assert not [t for t in tokens if t["user"] == "kube-apiserver-kubelet-client"]

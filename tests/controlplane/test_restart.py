@@ -45,10 +45,10 @@ def test_restart_persists_objects_tokens_and_revisions(rcp: ControlPlane) -> Non
     s.post(base + "/api/v1/namespaces/keep/configmaps", json={"metadata": {"name": "c"}, "data": {"a": "1"}})
     rv_before = int(s.get(base + "/api/v1/namespaces/keep/pods").json()["metadata"]["resourceVersion"])
     token, ca = rcp.token, rcp.ca.read_bytes()
-    agent_token = (rcp.data / "kubelet-client-token").read_text()
+    agent_client = (rcp.data / "pki" / "apiserver-kubelet-client.crt").read_bytes()
     rcp.restart()
     assert rcp.token == token and rcp.ca.read_bytes() == ca  # same admin credentials, same CA
-    assert (rcp.data / "kubelet-client-token").read_text() == agent_token  # agents' allow-lists stay valid
+    assert (rcp.data / "pki" / "apiserver-kubelet-client.crt").read_bytes() == agent_client
     s = rcp.session()
     got = s.get(rcp.url + "/api/v1/namespaces/keep/pods/p1").json()
     assert got["metadata"]["uid"] == created["metadata"]["uid"]
