@@ -242,6 +242,9 @@ class AgentServer:
         if ca:  # x509 client auth (the API server's kubelet client certificate); tokens still work
             tls.verify_mode = ssl.CERT_OPTIONAL
             tls.load_verify_locations(cadata=ca.decode())
+        else:
+            log.warning("no cluster CA in the agent's credentials: the API server's client certificate cannot be "
+                        "verified, so only bearer tokens are accepted on :%d", cfg.port)
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/pods", self._pods)
