@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,14 +233,22 @@ def requests(pod: dict[str, Any], signal: str) -> int:
     return 0
 
 
-def dir_usage(path: Path) -> int:
-    """Bytes under `path` (not following symlinks, not crossing into other filesystems)."""
-    total = 0
+def _walk_one_fs(path: Path) -> Iterator[tuple[str, list[str], int]]:
+    """(directory, its files, the filesystem's device) for every directory under `path` that is
+    on path's own filesystem (mounts below it are someone else's)."""
     try:
         dev = path.stat().st_dev
     except OSError:
-        return 0
+        return
     for root, dirs, files in os.walk(path):
+        yield root, files, dev
+        dirs[:] = [d for d in dirs if _same_dev(os.path.join(root, d), dev)]
+
+
+def dir_usage(path: Path) -> int:
+    """Bytes under `path` (not following symlinks, not crossing into other filesystems)."""
+    total = 0
+    for root, files, dev in _walk_one_fs(path):
         for name in files:
             try:
                 st = os.lstat(os.path.join(root, name))
@@ -247,7 +256,6 @@ def dir_usage(path: Path) -> int:
                 continue
             if st.st_dev == dev:
                 total += st.st_blocks * 512
-        dirs[:] = [d for d in dirs if _same_dev(os.path.join(root, d), dev)]
     return total
 
 
@@ -268,15 +276,7 @@ def message(signal: str, th: Threshold, obs: Observation, cand: Candidate) -> st
 
 def dir_inodes(path: Path) -> int:
     """Inodes under `path` on its own filesystem (files and directories)."""
-    total = 0
-    try:
-        dev = path.stat().st_dev
-    except OSError:
-        return 0
-    for root, dirs, files in os.walk(path):
-        total += 1 + len(files)
-        dirs[:] = [d for d in dirs if _same_dev(os.path.join(root, d), dev)]
-    return total
+    return sum(1 + len(files) for _root, files, _dev in _walk_one_fs(path))
 
 
 def pod_processes(pod: dict[str, Any], cgroup_root: str, fs: str = qos.CGROUP_FS) -> int:

@@ -123,24 +123,31 @@ def ensure_serving_cert(pki: Path, extra_hosts: list[str]) -> tuple[Path, Path]:
         fresh = cert.not_valid_after_utc - _now() > datetime.timedelta(days=30)
         if fresh and dns <= have_dns and ips <= have_ips and cert.issuer == ca_cert.subject:
             return crt, keyp
+    sans = [x509.DNSName(d) for d in sorted(dns)] + [x509.IPAddress(ipaddress.ip_address(i)) for i in sorted(ips)]
+    _issue(crt, keyp, ca_cert, ca_key, [x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")],
+           ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    return crt, keyp
+
+
+def _issue(crt: Path, keyp: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+           subject: list[x509.NameAttribute], usage: x509.ObjectIdentifier,
+           sans: list[x509.GeneralName] | None = None) -> None:
+    """A new key and a one-year leaf certificate from the CA, written atomically (key 0600)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(d) for d in sorted(dns)] + [x509.IPAddress(ipaddress.ip_address(i)) for i in sorted(ips)]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder().subject_name(x509.Name(subject)).issuer_name(ca_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=365))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                              critical=False))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     _write_key(keyp, key)
-    atomic_write_bytes(crt, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    return crt, keyp
+    atomic_write_bytes(crt, builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM),
+                       mode=0o644)
 
 
 def ensure_client_cert(pki: Path, stem: str, common_name: str, organizations: list[str]) -> tuple[Path, Path]:
@@ -154,20 +161,9 @@ def ensure_client_cert(pki: Path, stem: str, common_name: str, organizations: li
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
         if cert.issuer == ca_cert.subject and cert.not_valid_after_utc - _now() > datetime.timedelta(days=30):
             return crt, keyp
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
     subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name(subject)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    _write_key(keyp, key)
-    atomic_write_bytes(crt, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    _issue(crt, keyp, ca_cert, ca_key, subject, ExtendedKeyUsageOID.CLIENT_AUTH)
     return crt, keyp
 
 
