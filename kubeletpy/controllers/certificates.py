@@ -19,8 +19,8 @@ someone approves it, and the signer issues the certificate into `status.certific
   encipherment / server auth, only DNS and IP SANs) and signed with the configured CA (in
   `kubeletpy control-plane`: the agents' serving CA, which nothing but the API server's hop
   to agents trusts) for `spec.expirationSeconds` (at most `--cluster-signing-duration`, one
-  year by default); a
-  CSR that breaks the rules gets a `Failed` condition with reason `SignerValidationFailure`.
+  year by default); a CSR that breaks the rules gets a `Failed` condition with reason
+  `SignerValidationFailure`.
 * **Cleaner** (kube-controller-manager's csrcleaner): decided CSRs are deleted an hour after
   the decision, pending ones after a day, so a fleet renewing certificates leaves no pile.
 """
