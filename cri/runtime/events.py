@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cri.shim.linux import start_time as _start_time
+
 log = logging.getLogger("cri.runtime.events")
 
 
@@ -79,13 +81,6 @@ class EventHub:
                 self.dropped += 1
 
 
-def _start_time(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rindex(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _readable(fd: int) -> bool:

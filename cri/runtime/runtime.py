@@ -83,13 +83,6 @@ def _now() -> int:
     return time.time_ns()
 
 
-def _start_time(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rindex(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _alive(pid: int, start_time: int) -> bool:
@@ -459,7 +452,7 @@ class Runtime:
                "state": "ready", "runtime_handler": handler, "netns": netns, "shm": shm,
                "hostname": hostname, "pod_cgroup": pod_cg, "pod_cgroup_created": not existed,
                "infra_cgroup": f"{pod_cg}/{sid}", "shim_pid": shim_pid, "infra_pid": infra_pid,
-               "shim_start_time": _start_time(shim_pid), "infra_start_time": _start_time(infra_pid),
+               "shim_start_time": L.start_time(shim_pid), "infra_start_time": L.start_time(infra_pid),
                "ns": {"network": int(net_mode), "pid": int(pid_mode), "ipc": int(ipc_mode)},
                "ip": "", "additional_ips": []}
         if hook is not None and netns:

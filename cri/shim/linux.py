@@ -176,3 +176,14 @@ def default_signal(sig: int) -> None:
     act = (ctypes.c_ulong * 4)(0, 0, 0, 0)  # handler SIG_DFL, flags, restorer, empty mask
     _check(_libc.syscall(_SYS_RT_SIGACTION, ctypes.c_int(sig), ctypes.byref(act), None,
                          ctypes.c_size_t(_SIGSET_BYTES)), f"rt_sigaction({sig})")
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/pid/stat (clock ticks since boot): with the pid it identifies a
+    process across pid reuse. 0 if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0

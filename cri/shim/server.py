@@ -463,7 +463,7 @@ class Shim:
             self.ep.register(fd, select.EPOLLIN)
             self.handlers[fd] = lambda ev, s=s: self.on_output(s)
         write_json(ctr.state_dir + "/process.json", {"pid": pid, "started_at": started,
-                                                       "start_time": _start_time(pid)})
+                                                       "start_time": L.start_time(pid)})
         rec = {"conn": conn, "ctr": ctr, "buf": b""}
         self.pending[er] = rec
         self.ep.register(er, select.EPOLLIN)
@@ -868,14 +868,6 @@ def _lo_up() -> None:
         s.close()
 
 
-def _start_time(pid: int) -> int:
-    """Field 22 of /proc/pid/stat: with the pid it identifies a process across pid reuse."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rindex(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _cgroup_pids(procs_files: list[str]) -> list[int]:
@@ -961,8 +953,8 @@ def _run_shim(cfg: dict) -> None:
         infra = shim.start_infra()
         shim.listen(cfg["socket"])
         write_json(cfg["state_dir"] + "/shim.json", {"pid": os.getpid(), "infra_pid": infra,
-                                                      "start_time": _start_time(os.getpid()),
-                                                      "infra_start_time": _start_time(infra)})
+                                                      "start_time": L.start_time(os.getpid()),
+                                                      "infra_start_time": L.start_time(infra)})
         out.write(json.dumps({"pid": os.getpid(), "infra_pid": infra, "req": cfg.get("req")}).encode() + b"\n")
         out.flush()
     except BaseException as e:  # noqa: BLE001
