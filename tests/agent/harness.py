@@ -137,13 +137,23 @@ class Cluster:
         wait_for(lambda: any(self.subnet in p.read_text() for p in (self.base / "cni/net.d").glob("*")), 30,
                  "the CNI config for the pod CIDR")
 
+    def tmpfs(self, sub: str, mib: int, first: bool = False) -> Path:
+        """A tmpfs of `mib` MiB on <base>/<sub> (e.g. a small filesystem for one of the
+        daemons' roots), unmounted by close() after the processes are gone -- `first`: last."""
+        path = self.base / sub
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0755", f"kpa-{sub}-{self.tag}", str(path)],
+                       check=True)
+        if first:
+            self.own_mounts.insert(0, path)
+        else:
+            self.own_mounts.append(path)
+        return path
+
     def start(self) -> Cluster:
         # The runtime's run root on a tmpfs, as /run/kubeletpy is on a real node: its sockets,
         # netns mount points and per-pod run dirs never touch the disk.
-        run = self.base / "run"
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", f"kpa-run-{self.tag}", str(run)],
-                       check=True)
-        self.own_mounts.insert(0, run)
+        self.tmpfs("run", 64, first=True)
         self.start_controlplane()
         self.start_runtime()
         self.start_agent()

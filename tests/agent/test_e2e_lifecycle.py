@@ -455,11 +455,8 @@ def test_image_gc_frees_a_full_image_fs_largest_unused_first() -> None:
     """
     base = Path(tempfile.mkdtemp(prefix="kpg-", dir="/tmp"))
     c = Cluster(base, agent_args=["--gc-period", "1", "--image-minimum-gc-age", "0"])
-    imagefs = base / "state"
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={IMAGEFS_MIB}m,mode=0755", f"kpa-imagefs-{c.tag}",
-                        str(imagefs)], check=True)
-        c.own_mounts.append(imagefs)
+        imagefs = c.tmpfs("state", IMAGEFS_MIB)
         c.start()
         fsinfo = cri(c, lambda x: x.image_fs_info())
         assert len(fsinfo) == 1 and os.stat(fsinfo[0].fs_id.mountpoint).st_dev == os.stat(imagefs).st_dev
@@ -531,11 +528,8 @@ def test_disk_pressure_evicts_the_noisy_neighbour() -> None:
                                   "--eviction-soft-grace-period", "nodefs.available=1s",
                                   "--eviction-max-pod-grace-period", "5", "--eviction-pressure-transition-period", "1s",
                                   "--eviction-monitoring-interval", "1", "--node-status-check", "1"])
-    nodefs = base / "agent"
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={NODEFS_MIB}m,mode=0755", f"kpa-nodefs-{c.tag}",
-                        str(nodefs)], check=True)
-        c.own_mounts.append(nodefs)
+        nodefs = c.tmpfs("agent", NODEFS_MIB)
         c.start()
         vol = {"volumes": [{"name": "d", "emptyDir": {}}]}
         mount = {"volumeMounts": [{"name": "d", "mountPath": "/d"}]}
